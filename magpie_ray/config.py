@@ -1,0 +1,180 @@
+"""Config schemas (plain dataclasses) and their validation.
+
+Hydra composes `conf/` YAML onto these schemas (registered in the ConfigStore by `register()`);
+everything past `__main__` receives a `Config` object, never a DictConfig. `validate_static`
+checks what can be checked without a model, a tokenizer or a cluster, and raises `ConfigError`
+naming the fix; `pipeline.preflight` adds the checks that need the tokenizer and the cluster.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STEPS = ("generate",)
+ENGINE_KINDS = ("vllm", "hf")
+# A Hugging Face Hub id ("org/name"): only a cluster with Hub access can use one.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message says which and how to fix it."""
+
+
+@dataclass
+class ModelConfig:
+    """The generator: an aligned chat model and its template family."""
+
+    name: str = "smollm2-135m-instruct"  # recorded in every row's `model` column
+    path: str = "???"  # local folder (or a Hub id on clusters that reach the Hub)
+    family: str = "smollm2"  # a YAML in magpie_ray/templates/
+    dtype: str = "auto"  # "auto": bfloat16 on GPU, float32 on CPU
+    max_model_len: int = 4096
+    tensor_parallel_size: int = 1
+    trust_remote_code: bool = False
+    # How to make `path` when it is missing, shown in the error message.
+    prepare_hint: str = ""
+
+
+@dataclass
+class EngineConfig:
+    """Which inference engine serves the generator, and its memory settings."""
+
+    kind: str = "vllm"  # vllm | hf
+    gpu_memory_utilization: float = 0.9
+    kv_cache_gib: float | None = None  # KV-cache size; required on CPU, optional on GPU
+    enforce_eager: bool = False
+    max_num_seqs: int = 256
+    hf_batch_size: int = 16  # rows per forward pass in the HF engine
+
+
+@dataclass
+class InstructionSampling:
+    """Sampling of the user instruction from the pre-query template (reference defaults)."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    max_tokens: int = 2048
+    stop_at_newline: bool = True  # the reference's "early stopping": one line per instruction
+    system_prompt: str | None = None  # a named system prompt of the family, None = default
+
+
+@dataclass
+class ResponseSampling:
+    """Sampling of the assistant response (greedy by default, as the reference)."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 4096
+
+
+@dataclass
+class GenerateConfig:
+    num_samples: int = 32
+    batch_size: int = 16  # rows per engine call and per part file
+    instruction: InstructionSampling = field(default_factory=InstructionSampling)
+    response: ResponseSampling = field(default_factory=ResponseSampling)
+
+
+@dataclass
+class ClusterConfig:
+    """Where the job runs and how the engine actor pool is sized."""
+
+    address: str | None = None  # None: RAY_ADDRESS when set (ray job submit), else a local Ray
+    num_cpus: int | None = None  # CPUs of a local Ray; None = all
+    num_actors: int = 1
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0  # >= tensor_parallel_size on GPU clusters
+    actor_env: dict[str, str] = field(default_factory=dict)  # env vars of engine actors
+    check_resources: bool = True  # fail at start when the pool cannot fit the cluster
+
+
+@dataclass
+class Config:
+    run_name: str = "demo"
+    output_dir: str = "outputs"  # a local path or a URI; absolute under `ray job submit`
+    seed: int = 0
+    steps: list[str] = field(default_factory=lambda: list(STEPS))
+    template_dirs: list[str] = field(default_factory=list)  # extra family YAML folders
+    examples_to_print: int = 3
+    model: ModelConfig = field(default_factory=ModelConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+
+    @property
+    def run_uri(self) -> str:
+        return f"{self.output_dir.rstrip('/')}/{self.run_name}"
+
+
+def register() -> None:
+    """Register the schema so Hydra type-checks every YAML and override against it."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="magpie_schema", node=Config)
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def model_source(path: str) -> str:
+    """'local' for an existing folder, 'hub' for an org/name id, else 'missing'."""
+    if Path(path).expanduser().exists():
+        return "local"
+    if _HUB_ID.match(path) and not path.startswith((".", "/", "~")):
+        return "hub"
+    return "missing"
+
+
+def validate_static(cfg: Config) -> None:
+    """Checks that need no model, tokenizer or cluster. Raises ConfigError."""
+    problems: list[str] = []
+    unknown_steps = [s for s in cfg.steps if s not in STEPS]
+    if unknown_steps:
+        problems.append(f"steps: unknown {unknown_steps}; valid steps are {list(STEPS)}")
+    if cfg.engine.kind not in ENGINE_KINDS:
+        problems.append(f"engine.kind={cfg.engine.kind!r}; valid: {list(ENGINE_KINDS)}")
+    if not re.fullmatch(r"[\w.-]+", cfg.run_name):
+        problems.append(f"run_name={cfg.run_name!r}: use letters, digits, '.', '_' or '-'")
+    if cfg.model.path in ("", "???"):
+        problems.append("model.path is not set: pass model.path=/path/to/hf-folder")
+    elif model_source(cfg.model.path) == "missing":
+        hint = f" ({cfg.model.prepare_hint})" if cfg.model.prepare_hint else ""
+        problems.append(f"model.path={cfg.model.path} does not exist{hint}")
+    gen = cfg.generate
+    if gen.num_samples < 1:
+        problems.append(f"generate.num_samples={gen.num_samples}: must be >= 1")
+    if gen.batch_size < 1:
+        problems.append(f"generate.batch_size={gen.batch_size}: must be >= 1")
+    for name, s in (("instruction", gen.instruction), ("response", gen.response)):
+        if s.temperature < 0:
+            problems.append(f"generate.{name}.temperature={s.temperature}: must be >= 0")
+        if not 0 < s.top_p <= 1:
+            problems.append(f"generate.{name}.top_p={s.top_p}: must be in (0, 1]")
+        if not 0 < s.max_tokens < cfg.model.max_model_len:
+            problems.append(
+                f"generate.{name}.max_tokens={s.max_tokens}: must be in "
+                f"[1, model.max_model_len={cfg.model.max_model_len})"
+            )
+    if not 0 <= gen.instruction.min_p < 1:
+        problems.append(f"generate.instruction.min_p={gen.instruction.min_p}: must be in [0, 1)")
+    cl = cfg.cluster
+    if cl.num_actors < 1:
+        problems.append(f"cluster.num_actors={cl.num_actors}: must be >= 1")
+    if cl.cpus_per_actor < 0 or cl.gpus_per_actor < 0:
+        problems.append("cluster.cpus_per_actor and cluster.gpus_per_actor must be >= 0")
+    if cl.gpus_per_actor and cl.gpus_per_actor < cfg.model.tensor_parallel_size:
+        problems.append(
+            f"cluster.gpus_per_actor={cl.gpus_per_actor} < model.tensor_parallel_size="
+            f"{cfg.model.tensor_parallel_size}: each engine actor needs one GPU per shard"
+        )
+    if not cl.gpus_per_actor and cfg.engine.kind == "vllm" and cfg.engine.kv_cache_gib is None:
+        problems.append(
+            "engine.kv_cache_gib is required on CPU actors (cluster.gpus_per_actor=0): "
+            "set e.g. engine.kv_cache_gib=1"
+        )
+    if problems:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))

@@ -1,0 +1,133 @@
+"""Output layout, atomic part files and resume bookkeeping.
+
+A run lives at `<output_dir>/<run_name>/` (a local path or a URI pyarrow can open):
+
+    config.yaml              the resolved config of the latest invocation
+    generated/part-*.parquet rows kept by the generate step
+    dropped/generate/part-*  rows the generate step dropped: uuid, index, step, reason, detail
+
+Every part file is written under a hidden temporary name and then renamed, so readers never see a
+partial file. A step's "done" set is the uuids in its kept and dropped parts: a rerun skips them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import uuid as uuidlib
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+DROPPED_SCHEMA = pa.schema(
+    [
+        ("uuid", pa.string()),
+        ("index", pa.int64()),
+        ("step", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+
+
+def _open(uri: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), posixpath.abspath(uri)
+
+
+def part_name(first_index: int, uuids: list[str]) -> str:
+    """Deterministic in the batch's rows, so a retried batch overwrites rather than duplicates."""
+    digest = hashlib.sha1("\n".join(uuids).encode()).hexdigest()[:10]
+    return f"part-{first_index:09d}-{digest}.parquet"
+
+
+class RunStore:
+    """Reads and writes one run's files; picklable (only the URI travels to actors)."""
+
+    def __init__(self, run_uri: str):
+        self.run_uri = run_uri
+        self._fs = None
+        self._root = None
+
+    def __getstate__(self):
+        return {"run_uri": self.run_uri}
+
+    def __setstate__(self, state):
+        self.__init__(state["run_uri"])
+
+    @property
+    def fs(self) -> pafs.FileSystem:
+        if self._fs is None:
+            self._fs, self._root = _open(self.run_uri)
+        return self._fs
+
+    @property
+    def root(self) -> str:
+        self.fs  # noqa: B018 - resolves the root alongside the filesystem
+        return self._root
+
+    def kept_dir(self, step: str) -> str:
+        return posixpath.join(self.root, "generated" if step == "generate" else step)
+
+    def dropped_dir(self, step: str) -> str:
+        return posixpath.join(self.root, "dropped", step)
+
+    def write_atomic(self, path: str, write) -> None:
+        """Call `write(tmp_path)` then rename tmp onto `path`."""
+        parent = posixpath.dirname(path)
+        self.fs.create_dir(parent, recursive=True)
+        tmp = posixpath.join(parent, f".{posixpath.basename(path)}.{uuidlib.uuid4().hex}.tmp")
+        try:
+            write(tmp)
+            self.fs.move(tmp, path)
+        except BaseException:
+            try:
+                self.fs.delete_file(tmp)
+            except (OSError, FileNotFoundError):
+                pass
+            raise
+
+    def write_part(self, directory: str, name: str, table: pa.Table) -> str:
+        path = posixpath.join(directory, name)
+        self.write_atomic(path, lambda tmp: pq.write_table(table, tmp, filesystem=self.fs))
+        return path
+
+    def write_text(self, name: str, text: str) -> str:
+        path = posixpath.join(self.root, name)
+
+        def write(tmp: str) -> None:
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(text.encode())
+
+        self.write_atomic(path, write)
+        return path
+
+    def part_files(self, directory: str) -> list[str]:
+        info = self.fs.get_file_info(directory)
+        if info.type == pafs.FileType.NotFound:
+            return []
+        selector = pafs.FileSelector(directory, recursive=False)
+        return sorted(
+            f.path
+            for f in self.fs.get_file_info(selector)
+            if f.is_file
+            and posixpath.basename(f.path).startswith("part-")
+            and f.path.endswith(".parquet")
+        )
+
+    def read_parts(self, directory: str, columns: list[str] | None = None) -> pa.Table | None:
+        files = self.part_files(directory)
+        if not files:
+            return None
+        tables = [pq.read_table(f, columns=columns, filesystem=self.fs) for f in files]
+        return pa.concat_tables(tables, promote_options="default")
+
+    def done_uuids(self, step: str) -> set[str]:
+        done: set[str] = set()
+        for directory in (self.kept_dir(step), self.dropped_dir(step)):
+            table = self.read_parts(directory, columns=["uuid"])
+            if table is not None:
+                done.update(table.column("uuid").to_pylist())
+        return done

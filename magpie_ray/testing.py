@@ -1,0 +1,156 @@
+"""Tiny chat models for tests and benchmarks, built offline in seconds.
+
+`build_tiny_chat_model` trains a 2-layer Llama (hidden 64, head_dim 32 as vLLM's CPU kernels
+need) on a few hundred synthetic ChatML conversations rendered with a real tokenizer's chat
+template, so that, given the pre-query template, it writes a short question and ends it with the
+template's end-of-turn token, and answers in kind. Outputs are nonsense-free but trivial; what
+matters is that real engines run a real architecture with a real vocabulary and chat template.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+TOPICS = [
+    "the moon",
+    "black holes",
+    "tea",
+    "bread",
+    "rivers",
+    "volcanoes",
+    "chess",
+    "music",
+    "bees",
+    "rain",
+    "glass",
+    "trains",
+    "maps",
+    "salt",
+    "clouds",
+    "paper",
+    "bridges",
+    "ice",
+    "coffee",
+    "sleep",
+    "forests",
+    "robots",
+    "stars",
+    "sand",
+    "soap",
+    "whales",
+    "money",
+    "time",
+]
+ASKS = [
+    "Can you explain {t} to me?",
+    "What is special about {t}?",
+    "How does {t} work?",
+    "Write a short note about {t}.",
+    "Why do people care about {t}?",
+    "Give me three facts about {t}.",
+]
+ANSWERS = [
+    "Sure. {T} is a topic many people enjoy. It has a long history and a simple idea at its core.",
+    "{T} is interesting because it changes over time. Here is a short summary of the main points.",
+    "Here are three facts: {T} is common, {t} is useful, and {t} is studied by experts.",
+    "Good question. In short, {t} works by following a few simple rules that are easy to learn.",
+]
+
+
+def synthetic_conversations(n: int, seed: int = 0) -> list[list[dict[str, str]]]:
+    rng = random.Random(seed)
+    convs = []
+    for _ in range(n):
+        t = rng.choice(TOPICS)
+        convs.append(
+            [
+                {"role": "user", "content": rng.choice(ASKS).format(t=t)},
+                {"role": "assistant", "content": rng.choice(ANSWERS).format(t=t, T=t.capitalize())},
+            ]
+        )
+    return convs
+
+
+def build_tiny_chat_model(
+    out_dir: str | Path,
+    tokenizer_dir: str | Path,
+    *,
+    steps: int = 300,
+    seed: int = 0,
+    num_layers: int = 2,
+) -> Path:
+    """Train and save a tiny chat model with the tokenizer of `tokenizer_dir`; idempotent."""
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").is_file():
+        return out_dir
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=num_layers,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=32,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    stream: list[int] = []
+    for conv in synthetic_conversations(400, seed):
+        text = tokenizer.apply_chat_template(conv, tokenize=False)
+        stream.extend(tokenizer.encode(text, add_special_tokens=False))
+    # Output rows of tokens the corpus never uses are zeroed (logit exactly 0), so the full
+    # softmax equals one over the used ids plus a single column holding their log-count: exact
+    # training at a fiftieth of the cost of a 49k-way softmax.
+    used = torch.tensor(sorted(set(stream)), dtype=torch.long)
+    position = torch.full((len(tokenizer),), -1, dtype=torch.long)
+    position[used] = torch.arange(len(used))
+    head = model.get_output_embeddings()
+    with torch.no_grad():
+        unused = torch.ones(len(tokenizer), dtype=torch.bool)
+        unused[used] = False
+        head.weight[unused] = 0.0
+    unused_log_count = float(torch.log(unused.sum().float()))
+    data = torch.tensor(stream, dtype=torch.long)
+    optimizer = torch.optim.AdamW(
+        [p for n, p in model.named_parameters() if "embed" not in n] + [head.weight], lr=3e-3
+    )
+    rng = torch.Generator().manual_seed(seed)
+    window, batch = 96, 8
+    model.train()
+    for _ in range(steps):
+        starts = torch.randint(0, len(data) - window - 1, (batch,), generator=rng)
+        x = torch.stack([data[s : s + window + 1] for s in starts])
+        hidden = model.model(input_ids=x[:, :-1]).last_hidden_state
+        logits = hidden @ head.weight[used].T
+        logits = torch.cat([logits, torch.full_like(logits[..., :1], unused_log_count)], -1)
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, len(used) + 1), position[x[:, 1:]].reshape(-1)
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():  # weight decay would move the zeroed rows off zero
+            head.weight[unused] = 0.0
+    model.eval()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
