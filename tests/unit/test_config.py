@@ -1,0 +1,128 @@
+"""Config: every group option composes onto the schema; bad values fail fast with the fix."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from magpie_ray.config import Config, ConfigError, register, validate_static
+from magpie_ray.pipeline import check_resources, preflight
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+REPO = CONF.parent
+register()
+
+
+def _compose(*overrides) -> Config:
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        return OmegaConf.to_object(compose(config_name="config", overrides=list(overrides)))
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "override",
+    [f"{g}={o}" for g in ("model", "engine", "cluster", "experiment") for o in _options(g)],
+)
+def test_every_group_option_composes_onto_the_schema(override):
+    cfg = _compose(override)
+    assert isinstance(cfg, Config)
+    assert cfg.model.family and cfg.model.path
+
+
+def test_default_is_the_embedded_smollm2_demo():
+    cfg = _compose()
+    assert cfg.model.family == "smollm2" and cfg.engine.kind == "vllm"
+    assert cfg.generate.num_samples == 32
+    assert cfg.model.path.endswith("models/smollm2-135m-instruct")
+    assert cfg.cluster.cpus_per_actor < 1, "fractional CPUs, or Ray Data's tasks starve"
+
+
+def test_experiment_magpie_air_uses_reference_sampling():
+    cfg = _compose("experiment=magpie_air")
+    assert cfg.model.family == "llama3" and cfg.cluster.gpus_per_actor == 1
+    inst, resp = cfg.generate.instruction, cfg.generate.response
+    assert (inst.temperature, inst.top_p, inst.max_tokens) == (1.0, 1.0, 2048)
+    assert (resp.temperature, resp.max_tokens) == (0.0, 4096)
+
+
+def test_unknown_key_is_rejected_by_the_schema():
+    with pytest.raises(ConfigCompositionException):
+        _compose("generate.num_sample=3")
+
+
+def test_unknown_group_option_lists_the_valid_ones():
+    with pytest.raises(Exception) as err:
+        _compose("model=gpt5")
+    assert "smollm2" in str(err.value) and "llama3-8b" in str(err.value)
+
+
+def test_static_validation_names_each_problem(tmp_path):
+    cfg = _compose(
+        f"model.path={tmp_path}/nope",
+        "generate.num_samples=0",
+        "generate.instruction.top_p=1.5",
+        "engine.kind=tgi",
+        "steps=[generate,finetune]",
+    )
+    with pytest.raises(ConfigError) as err:
+        validate_static(cfg)
+    message = str(err.value)
+    for needle in ("does not exist", "make model", "num_samples", "top_p", "tgi", "finetune"):
+        assert needle in message
+
+
+def test_hub_ids_pass_static_checks_but_typos_in_local_paths_do_not(tmp_path):
+    validate_static(_compose("model=llama3-8b"))
+    with pytest.raises(ConfigError):
+        validate_static(_compose(f"model.path={tmp_path}/missing/model"))
+
+
+def test_unknown_family_lists_the_valid_ones(smollm2_path):
+    cfg = _compose(f"model.path={smollm2_path}", "model.family=llama9")
+    with pytest.raises(ConfigError) as err:
+        preflight(cfg)
+    assert "llama3" in str(err.value) and "qwen2.5" in str(err.value)
+
+
+def test_family_that_does_not_match_the_tokenizer_fails_before_loading(smollm2_path):
+    cfg = _compose(f"model.path={smollm2_path}", "model.family=qwen2")
+    with pytest.raises(ConfigError) as err:
+        preflight(cfg)
+    assert "<|im_start|>user" in str(err.value)
+
+
+def test_resources_the_cluster_cannot_hold_are_an_error():
+    cfg = _compose("cluster=gpu")
+    with pytest.raises(ConfigError) as err:
+        check_resources(cfg, {"CPU": 2.0})
+    assert "GPU: needs 8" in str(err.value)
+    check_resources(_compose(), {"CPU": 2.0})
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["model=nonexistent"], "Available options"),
+        (["generate.bogus=1"], "bogus"),
+        (["model.family=llama9"], "valid"),
+        (["model.path=/no/such/model"], "does not exist"),
+    ],
+)
+def test_cli_rejects_bad_input_in_seconds(args, needle):
+    proc = subprocess.run(
+        [sys.executable, "-m", "magpie_ray", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert needle in proc.stderr + proc.stdout, proc.stderr[-2000:]
+    assert "Loading" not in proc.stderr + proc.stdout, "no model may load on bad input"
