@@ -21,7 +21,17 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("MAGPIE_RAY_CACHE", Path.home() / ".cache" / "magpie-ray"))
-TINY_MODEL_VERSION = "tiny-chat-v1"
+
+
+def _tiny_model_version() -> str:
+    """Keyed by the builder's source, so a changed recipe never reuses a stale cached model."""
+    import hashlib
+
+    import magpie_ray.testing
+
+    return (
+        "tiny-chat-" + hashlib.sha1(Path(magpie_ray.testing.__file__).read_bytes()).hexdigest()[:10]
+    )
 
 
 def asset(relative: str) -> Path:
@@ -41,7 +51,7 @@ def tiny_model_path(smollm2_path) -> Path:
     """A 2-layer chat model with SmolLM2's real tokenizer and chat template (family smollm2)."""
     from magpie_ray.testing import build_tiny_chat_model
 
-    return build_tiny_chat_model(CACHE / "test-models" / TINY_MODEL_VERSION, smollm2_path)
+    return build_tiny_chat_model(CACHE / "test-models" / _tiny_model_version(), smollm2_path)
 
 
 @pytest.fixture(scope="session")

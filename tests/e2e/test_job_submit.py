@@ -73,6 +73,8 @@ def free_port_range(size: int) -> tuple[int, int]:
 
 
 def cluster_env(temp_dir: Path) -> dict[str, str]:
+    """This process's env (HOME, MAGPIE_RAY_CACHE...) less RAY_ADDRESS, plus the engine settings
+    of conftest: the job's driver and actors inherit them from the raylet."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(
         RAY_AUTH_MODE="disabled",
@@ -83,8 +85,6 @@ def cluster_env(temp_dir: Path) -> dict[str, str]:
         # Inherited by everything the cluster starts: how teardown finds what is ours.
         MAGPIE_RAY_TEST_CLUSTER=str(temp_dir),
     )
-    if "MAGPIE_RAY_CACHE" in os.environ:
-        env["MAGPIE_RAY_CACHE"] = os.environ["MAGPIE_RAY_CACHE"]
     return env
 
 
@@ -128,6 +128,9 @@ def describe(proc: psutil.Process) -> str:
 
 
 def stop_cluster(cluster: Cluster) -> None:
+    """SIGTERM, then SIGKILL after a short grace: gcs_server ignores SIGTERM and the raylet
+    drains for 10 s, which a throwaway cluster does not need. Everything is listed before any
+    signal, since workers orphaned by their raylet no longer show what cluster they belong to."""
     for _ in range(3):
         procs = cluster_processes(cluster)
         if not procs:
@@ -137,7 +140,7 @@ def stop_cluster(cluster: Cluster) -> None:
                 proc.terminate()
             except psutil.Error:
                 pass
-        _, alive = psutil.wait_procs(procs, timeout=10)
+        _, alive = psutil.wait_procs(procs, timeout=3)
         for proc in alive:
             try:
                 proc.kill()
