@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-CACHE ?= $(HOME)/.cache/magpie-ray
+CACHE ?= $(or $(MAGPIE_RAY_CACHE),$(HOME)/.cache/magpie-ray)
 export MAGPIE_RAY_CACHE := $(CACHE)
 STAMP := $(VENV)/.installed
 SMOLLM2 := $(CACHE)/models/smollm2-135m-instruct
