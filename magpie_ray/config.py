@@ -85,6 +85,9 @@ class ClusterConfig:
     address: str | None = None  # None: RAY_ADDRESS when set (ray job submit), else a local Ray
     num_cpus: int | None = None  # CPUs of a local Ray; None = all
     num_actors: int = 1
+    # Batches each actor works on at once; they share its engine, so while one batch waits for
+    # its longest response the others keep the engine full.
+    batches_in_flight: int = 4
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0  # >= tensor_parallel_size on GPU clusters
     actor_env: dict[str, str] = field(default_factory=dict)  # env vars of engine actors
@@ -164,6 +167,8 @@ def validate_static(cfg: Config) -> None:
     cl = cfg.cluster
     if cl.num_actors < 1:
         problems.append(f"cluster.num_actors={cl.num_actors}: must be >= 1")
+    if cl.batches_in_flight < 1:
+        problems.append(f"cluster.batches_in_flight={cl.batches_in_flight}: must be >= 1")
     if cl.cpus_per_actor < 0 or cl.gpus_per_actor < 0:
         problems.append("cluster.cpus_per_actor and cluster.gpus_per_actor must be >= 0")
     if cl.gpus_per_actor and cl.gpus_per_actor < cfg.model.tensor_parallel_size:

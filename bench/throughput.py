@@ -1,0 +1,281 @@
+"""Generation throughput: our Ray pipeline vs the raw engine vs the reference's batch-and-wait loop.
+
+One invocation, one machine, one engine (vLLM), one model, the same rows for every variant:
+
+  a  raw engine       one LLM.generate over every instruction, then one over every response
+  b  reference loop   batches of 128 rows, each waiting for its longest response (magpie-align)
+  c  our pipeline     generate.run_step on a local Ray: engine actors, rows streaming, part files
+
+Workloads: `longtail` (the tiny chat model; per-row response lengths from a heavy-tailed
+distribution, EOS ignored, so every variant produces exactly the same number of tokens) and
+`smollm2` (SmolLM2-135M-Instruct with natural lengths). Throughput is output tokens (instructions
+plus responses) per second of generation; engine start-up is reported separately and excluded.
+
+    .venv/bin/python bench/throughput.py --workload longtail --pairs 2000
+    .venv/bin/python bench/throughput.py --workload smollm2 --pairs 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from magpie_ray import templates  # noqa: E402
+from magpie_ray.config import (  # noqa: E402
+    ClusterConfig,
+    Config,
+    EngineConfig,
+    GenerateConfig,
+    InstructionSampling,
+    ModelConfig,
+    ResponseSampling,
+)
+from magpie_ray.engines import chat_prompt_ids, encode, load_tokenizer  # noqa: E402
+from magpie_ray.engines.vllm_engine import llm_kwargs  # noqa: E402
+from magpie_ray.steps import generate  # noqa: E402
+from magpie_ray.steps.seeds import make_seed_rows  # noqa: E402
+from magpie_ray.storage import RunStore  # noqa: E402
+
+CACHE = Path(os.environ.get("MAGPIE_RAY_CACHE", Path.home() / ".cache" / "magpie-ray"))
+REFERENCE_BATCH = 128
+KV_CACHE_GIB = 1.0
+MAX_NUM_SEQS = 256
+
+
+def workload(name: str, pairs: int, seed: int) -> tuple[Config, list[dict]]:
+    """The config and seed rows every variant runs."""
+    if name == "longtail":
+        from magpie_ray.testing import build_tiny_chat_model
+
+        smollm2 = CACHE / "models" / "smollm2-135m-instruct"
+        path = build_tiny_chat_model(CACHE / "test-models" / "bench-tiny-chat", smollm2)
+        model = ModelConfig(name="tiny-chat", path=str(path), family="smollm2", max_model_len=1024)
+        gen = GenerateConfig(
+            num_samples=pairs,
+            batch_size=128,
+            instruction=InstructionSampling(max_tokens=32),
+            response=ResponseSampling(max_tokens=768),
+        )
+    elif name == "smollm2":
+        path = CACHE / "models" / "smollm2-135m-instruct"
+        model = ModelConfig(path=str(path), family="smollm2", max_model_len=2048)
+        gen = GenerateConfig(
+            num_samples=pairs,
+            batch_size=16,
+            instruction=InstructionSampling(min_p=0.05, max_tokens=128),
+            response=ResponseSampling(max_tokens=256),
+        )
+    else:
+        raise SystemExit(f"unknown workload {name!r}: longtail | smollm2")
+    cfg = Config(
+        run_name=f"bench-{name}",
+        seed=seed,
+        model=model,
+        engine=EngineConfig(kind="vllm", kv_cache_gib=KV_CACHE_GIB, max_num_seqs=MAX_NUM_SEQS),
+        cluster=ClusterConfig(cpus_per_actor=0.5, batches_in_flight=4),
+        generate=gen,
+    )
+    rows = make_seed_rows(cfg.run_name, seed, pairs, gen.instruction)
+    if name == "longtail":
+        rng = random.Random(seed)
+        for row in rows:
+            # Log-normal lengths, median 48 tokens, a long tail clipped at 768.
+            row["response_max_tokens"] = int(min(768, max(8, rng.lognormvariate(3.87, 1.0))))
+            row["ignore_eos"] = True
+    return cfg, rows
+
+
+def _instruction_specs(cfg, rows, family, tokenizer):
+    return generate.instruction_specs(
+        rows, family, templates.stop_token_ids_for(family, tokenizer), cfg.generate
+    )
+
+
+def _response_specs(cfg, rows, family, tokenizer, prompts):
+    base = cfg.generate.response
+    stops = templates.stop_token_ids_for(family, tokenizer)
+    specs = []
+    for row, ids in zip(rows, prompts, strict=True):
+        specs.append(
+            generate.SamplingSpec(
+                temperature=base.temperature,
+                top_p=base.top_p,
+                max_tokens=min(
+                    row.get("response_max_tokens") or base.max_tokens,
+                    cfg.model.max_model_len - len(ids),
+                ),
+                seed=row["seed"],
+                stop=tuple(family.stop_strings),
+                stop_token_ids=tuple(stops),
+                ignore_eos=bool(row.get("ignore_eos")),
+            )
+        )
+    return specs
+
+
+def _vllm_params(spec):
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        temperature=spec.temperature,
+        top_p=spec.top_p,
+        min_p=spec.min_p,
+        max_tokens=spec.max_tokens,
+        seed=spec.seed,
+        stop=None if spec.ignore_eos else list(spec.stop) or None,
+        stop_token_ids=None if spec.ignore_eos else list(spec.stop_token_ids) or None,
+        ignore_eos=spec.ignore_eos,
+    )
+
+
+def _llm_generate(llm, prompts, specs):
+    from vllm.inputs import TokensPrompt
+
+    outs = llm.generate(
+        [TokensPrompt(prompt_token_ids=p) for p in prompts],
+        [_vllm_params(s) for s in specs],
+        use_tqdm=False,
+    )
+    return [
+        (o.outputs[0].text, len(o.outputs[0].token_ids), o.outputs[0].finish_reason) for o in outs
+    ]
+
+
+def run_direct(cfg, rows, batch: int | None) -> dict:
+    """Variants a (batch=None: everything at once) and b (batches of `batch`), in-process."""
+    from vllm import LLM
+
+    family = templates.load_family(cfg.model.family)
+    tokenizer = load_tokenizer(cfg.model.path)
+    started = time.perf_counter()
+    # The same engine arguments as the pipeline's engine actors.
+    llm = LLM(**llm_kwargs(generate.settings_from(cfg).engine, on_gpu=False))
+    load_seconds = time.perf_counter() - started
+    pre_query = encode(tokenizer, templates.render_pre_query(family))
+    tokens = kept = 0
+    started = time.perf_counter()
+    for start in range(0, len(rows), batch or len(rows)):
+        part = rows[start : start + (batch or len(rows))]
+        inst = _llm_generate(
+            llm, [pre_query] * len(part), _instruction_specs(cfg, part, family, tokenizer)
+        )
+        tokens += sum(n for _, n, _ in inst)
+        ok = [
+            (r, t.strip())
+            for r, (t, _, reason) in zip(part, inst, strict=True)
+            if reason != "length" and t.strip()
+        ]
+        prompts = [chat_prompt_ids(tokenizer, [{"role": "user", "content": t}]) for _, t in ok]
+        resp = _llm_generate(
+            llm, prompts, _response_specs(cfg, [r for r, _ in ok], family, tokenizer, prompts)
+        )
+        tokens += sum(n for _, n, _ in resp)
+        kept += len(resp)
+    seconds = time.perf_counter() - started
+    del llm
+    gc.collect()
+    return {"tokens": tokens, "pairs": kept, "seconds": seconds, "load_seconds": load_seconds}
+
+
+def run_pipeline(cfg, rows, actors: int) -> dict:
+    """Variant c: the generate step on a local Ray, exactly as `python -m magpie_ray` runs it."""
+    import ray
+
+    cfg = replace(
+        cfg,
+        cluster=replace(
+            cfg.cluster,
+            num_actors=actors,
+            actor_env={"OMP_NUM_THREADS": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"},
+        ),
+    )
+    with tempfile.TemporaryDirectory(prefix="magpie-bench-") as out:
+        cfg = replace(cfg, output_dir=out)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            stats = generate.run_step(cfg, RunStore(cfg.run_uri), seeds=rows)
+        finally:
+            ray.shutdown()
+    seconds = stats.generation_seconds
+    return {
+        "tokens": stats.output_tokens,
+        "pairs": stats.rows_kept,
+        "seconds": seconds,
+        "load_seconds": stats.engine_load_seconds,
+        "wall_seconds": stats.wall_seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--workload", default="longtail", choices=["longtail", "smollm2"])
+    parser.add_argument("--pairs", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scaling", action="store_true", help="also run c with 2 actors")
+    parser.add_argument("--json", type=Path, help="write the results here as JSON")
+    args = parser.parse_args()
+
+    cfg, rows = workload(args.workload, args.pairs, args.seed)
+    results = {
+        "a_raw_engine": run_direct(cfg, rows, batch=None),
+        "b_reference_loop": run_direct(cfg, rows, batch=REFERENCE_BATCH),
+        "c_pipeline_1_actor": run_pipeline(cfg, rows, actors=1),
+    }
+    if args.scaling:
+        results["c_pipeline_2_actors"] = run_pipeline(cfg, rows, actors=2)
+    for r in results.values():
+        r["tok_per_s"] = r["tokens"] / r["seconds"]
+    c = results["c_pipeline_1_actor"]["tok_per_s"]
+    ratios = {
+        "c/a": c / results["a_raw_engine"]["tok_per_s"],
+        "c/b": c / results["b_reference_loop"]["tok_per_s"],
+    }
+    if args.scaling:
+        ratios["2 actors / 1 actor"] = results["c_pipeline_2_actors"]["tok_per_s"] / c
+
+    print(
+        f"\nworkload={args.workload} pairs={args.pairs} machine={platform.machine()} "
+        f"cpus={os.cpu_count()} engine=vllm max_num_seqs={MAX_NUM_SEQS}"
+    )
+    print(f"{'variant':<22}{'pairs':>7}{'out tokens':>12}{'gen s':>9}{'tok/s':>9}{'start s':>9}")
+    for name, r in results.items():
+        print(
+            f"{name:<22}{r['pairs']:>7}{r['tokens']:>12}{r['seconds']:>9.1f}"
+            f"{r['tok_per_s']:>9.1f}{r['load_seconds']:>9.1f}"
+        )
+    for name, value in ratios.items():
+        print(f"{name:<22}{value:>7.2f}")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "workload": args.workload,
+                    "pairs": args.pairs,
+                    "results": results,
+                    "ratios": ratios,
+                },
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
