@@ -229,11 +229,18 @@ def main() -> None:
     parser.add_argument("--workload", default="longtail", choices=["longtail", "smollm2"])
     parser.add_argument("--pairs", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, help="rows per pipeline batch (c only)")
+    parser.add_argument("--in-flight", type=int, default=4, help="batches per actor (c only)")
     parser.add_argument("--scaling", action="store_true", help="also run c with 2 actors")
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
     args = parser.parse_args()
 
     cfg, rows = workload(args.workload, args.pairs, args.seed)
+    cfg = replace(
+        cfg,
+        cluster=replace(cfg.cluster, batches_in_flight=args.in_flight),
+        generate=replace(cfg.generate, batch_size=args.batch_size or cfg.generate.batch_size),
+    )
     results = {
         "a_raw_engine": run_direct(cfg, rows, batch=None),
         "b_reference_loop": run_direct(cfg, rows, batch=REFERENCE_BATCH),
@@ -253,7 +260,8 @@ def main() -> None:
 
     print(
         f"\nworkload={args.workload} pairs={args.pairs} machine={platform.machine()} "
-        f"cpus={os.cpu_count()} engine=vllm max_num_seqs={MAX_NUM_SEQS}"
+        f"cpus={os.cpu_count()} engine=vllm max_num_seqs={MAX_NUM_SEQS} "
+        f"pipeline batch_size={cfg.generate.batch_size} in_flight={args.in_flight}"
     )
     print(f"{'variant':<22}{'pairs':>7}{'out tokens':>12}{'gen s':>9}{'tok/s':>9}{'start s':>9}")
     for name, r in results.items():
@@ -269,6 +277,8 @@ def main() -> None:
                 {
                     "workload": args.workload,
                     "pairs": args.pairs,
+                    "batch_size": cfg.generate.batch_size,
+                    "in_flight": args.in_flight,
                     "results": results,
                     "ratios": ratios,
                 },
