@@ -47,7 +47,7 @@ from magpie_ray.config import (  # noqa: E402
     ResponseSampling,
 )
 from magpie_ray.engines import chat_prompt_ids, encode, load_tokenizer  # noqa: E402
-from magpie_ray.engines.vllm_engine import llm_kwargs  # noqa: E402
+from magpie_ray.engines.vllm_engine import llm_kwargs, sampling_params  # noqa: E402
 from magpie_ray.steps import generate  # noqa: E402
 from magpie_ray.steps.seeds import make_seed_rows  # noqa: E402
 from magpie_ray.storage import RunStore  # noqa: E402
@@ -108,40 +108,11 @@ def _instruction_specs(cfg, rows, family, tokenizer):
 
 
 def _response_specs(cfg, rows, family, tokenizer, prompts):
-    base = cfg.generate.response
     stops = templates.stop_token_ids_for(family, tokenizer)
-    specs = []
-    for row, ids in zip(rows, prompts, strict=True):
-        specs.append(
-            generate.SamplingSpec(
-                temperature=base.temperature,
-                top_p=base.top_p,
-                max_tokens=min(
-                    row.get("response_max_tokens") or base.max_tokens,
-                    cfg.model.max_model_len - len(ids),
-                ),
-                seed=row["seed"],
-                stop=tuple(family.stop_strings),
-                stop_token_ids=tuple(stops),
-                ignore_eos=bool(row.get("ignore_eos")),
-            )
-        )
-    return specs
-
-
-def _vllm_params(spec):
-    from vllm import SamplingParams
-
-    return SamplingParams(
-        temperature=spec.temperature,
-        top_p=spec.top_p,
-        min_p=spec.min_p,
-        max_tokens=spec.max_tokens,
-        seed=spec.seed,
-        stop=None if spec.ignore_eos else list(spec.stop) or None,
-        stop_token_ids=None if spec.ignore_eos else list(spec.stop_token_ids) or None,
-        ignore_eos=spec.ignore_eos,
-    )
+    return [
+        generate.response_spec(row, len(ids), family, stops, cfg.generate, cfg.model.max_model_len)
+        for row, ids in zip(rows, prompts, strict=True)
+    ]
 
 
 def _llm_generate(llm, prompts, specs):
@@ -149,7 +120,7 @@ def _llm_generate(llm, prompts, specs):
 
     outs = llm.generate(
         [TokensPrompt(prompt_token_ids=p) for p in prompts],
-        [_vllm_params(s) for s in specs],
+        [sampling_params(s) for s in specs],
         use_tqdm=False,
     )
     return [

@@ -12,6 +12,7 @@ from . import (
     BackgroundEngine,
     Completion,
     EngineSettings,
+    SamplingSpec,
     load_tokenizer,
     resolve_dtype,
 )
@@ -43,6 +44,22 @@ def llm_kwargs(settings: EngineSettings, on_gpu: bool) -> dict:
     return kwargs
 
 
+def sampling_params(spec: SamplingSpec):
+    """vLLM's SamplingParams for one request (benchmarks use it for their raw engine too)."""
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        temperature=spec.temperature,
+        top_p=spec.top_p,
+        min_p=spec.min_p,
+        max_tokens=spec.max_tokens,
+        seed=spec.seed,
+        stop=None if spec.ignore_eos else list(spec.stop) or None,
+        stop_token_ids=None if spec.ignore_eos else list(spec.stop_token_ids) or None,
+        ignore_eos=spec.ignore_eos,
+    )
+
+
 class VLLMEngine(BackgroundEngine):
     def __init__(self, settings: EngineSettings):
         import torch
@@ -58,21 +75,11 @@ class VLLMEngine(BackgroundEngine):
         super().__init__()
 
     def _serve(self, new_requests: list) -> bool:
-        from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         for prompt, spec, future in new_requests:
             request_id = str(next(self._ids))
-            params = SamplingParams(
-                temperature=spec.temperature,
-                top_p=spec.top_p,
-                min_p=spec.min_p,
-                max_tokens=spec.max_tokens,
-                seed=spec.seed,
-                stop=None if spec.ignore_eos else list(spec.stop) or None,
-                stop_token_ids=None if spec.ignore_eos else list(spec.stop_token_ids) or None,
-                ignore_eos=spec.ignore_eos,
-            )
+            params = sampling_params(spec)
             try:
                 self._engine.add_request(request_id, TokensPrompt(prompt_token_ids=prompt), params)
             except Exception as err:  # validation: this request is bad, not the engine

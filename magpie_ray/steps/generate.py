@@ -124,6 +124,29 @@ def instruction_specs(
     ]
 
 
+def response_spec(
+    row: dict,
+    prompt_len: int,
+    family: templates.Family,
+    stop_ids: Sequence[int],
+    cfg: GenerateConfig,
+    max_model_len: int,
+) -> SamplingSpec:
+    """Sampling of one row's response; its budget never overruns the context window."""
+    res = cfg.response
+    return SamplingSpec(
+        temperature=res.temperature,
+        top_p=res.top_p,
+        max_tokens=min(
+            row.get("response_max_tokens") or res.max_tokens, max_model_len - prompt_len
+        ),
+        seed=row["seed"],
+        stop=tuple(family.stop_strings),
+        stop_token_ids=tuple(stop_ids),
+        ignore_eos=bool(row.get("ignore_eos")),
+    )
+
+
 def generate_rows(
     engine: Engine,
     family: templates.Family,
@@ -166,17 +189,7 @@ def generate_rows(
         if len(ids) >= max_model_len:
             dropped.append(_drop(row, "prompt_too_long", text))
             continue
-        spec = SamplingSpec(
-            temperature=res.temperature,
-            top_p=res.top_p,
-            max_tokens=min(
-                row.get("response_max_tokens") or res.max_tokens, max_model_len - len(ids)
-            ),
-            seed=row["seed"],
-            stop=tuple(family.stop_strings),
-            stop_token_ids=tuple(stop_ids),
-            ignore_eos=bool(row.get("ignore_eos")),
-        )
+        spec = response_spec(row, len(ids), family, stop_ids, cfg, max_model_len)
         pending.append((i, done, ids, spec, engine.submit(ids, spec)))
 
     pending.sort(key=lambda item: item[0])
