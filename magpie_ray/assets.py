@@ -46,6 +46,11 @@ def convert_gguf_to_hf(gguf_path: Path, out_dir: Path) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    return save_model_folder(model, tokenizer, out_dir)
+
+
+def save_model_folder(model, tokenizer, out_dir: Path) -> Path:
+    """Save an HF model + tokenizer to `out_dir` via a hidden sibling and a rename."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:

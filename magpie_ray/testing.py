@@ -10,8 +10,6 @@ matters is that real engines run a real architecture with a real vocabulary and 
 from __future__ import annotations
 
 import random
-import shutil
-import tempfile
 from pathlib import Path
 
 TOPICS = [
@@ -89,6 +87,8 @@ def build_tiny_chat_model(
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+    from .assets import save_model_folder
+
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = LlamaConfig(
@@ -144,13 +144,4 @@ def build_tiny_chat_model(
         with torch.no_grad():  # weight decay would move the zeroed rows off zero
             head.weight[unused] = 0.0
     model.eval()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return save_model_folder(model, tokenizer, out_dir)
