@@ -4,7 +4,12 @@ The GGUF (Q4_1) is de-quantised once into a plain Hugging Face folder (float32 s
 tokenizer, chat template) so that vLLM and transformers load it in seconds. The folder is written
 to a temporary sibling and renamed, so a half-written model is never visible.
 
-Run as `python -m magpie_ray.assets smollm2 OUT_DIR`.
+No reward model exists offline, so the demo's reward pool runs a stand-in: SmolLM2's backbone
+under a seeded random one-logit head. It exercises the real pool (chat template, padding,
+batching) and its scores mean nothing; its recorded name says "stand-in".
+
+Run as `python -m magpie_ray.assets smollm2 OUT_DIR` and
+`python -m magpie_ray.assets reward-stand-in SMOLLM2_DIR OUT_DIR`.
 """
 
 from __future__ import annotations
@@ -63,11 +68,38 @@ def save_model_folder(model, tokenizer, out_dir: Path) -> Path:
     return out_dir
 
 
+def build_reward_stand_in(backbone_dir: Path, out_dir: Path, seed: int = 0) -> Path:
+    """A one-logit sequence classifier: `backbone_dir`'s weights + a seeded random head."""
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").is_file():
+        return out_dir
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(backbone_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        backbone_dir, num_labels=1, pad_token_id=tokenizer.pad_token_id
+    )
+    return save_model_folder(model, tokenizer, out_dir)
+
+
+USAGE = (
+    "usage: python -m magpie_ray.assets smollm2 OUT_DIR\n"
+    "       python -m magpie_ray.assets reward-stand-in SMOLLM2_DIR OUT_DIR"
+)
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] != "smollm2":
-        print("usage: python -m magpie_ray.assets smollm2 OUT_DIR", file=sys.stderr)
+    if len(argv) == 2 and argv[0] == "smollm2":
+        out = convert_gguf_to_hf(smollm2_gguf_path(), Path(argv[1]).expanduser())
+    elif len(argv) == 3 and argv[0] == "reward-stand-in":
+        out = build_reward_stand_in(Path(argv[1]).expanduser(), Path(argv[2]).expanduser())
+    else:
+        print(USAGE, file=sys.stderr)
         return 2
-    out = convert_gguf_to_hf(smollm2_gguf_path(), Path(argv[1]).expanduser())
     print(out)
     return 0
 

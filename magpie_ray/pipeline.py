@@ -1,7 +1,9 @@
 """run(cfg): the Magpie data path, one step after another (DESIGN.md's figure).
 
-    preflight   config, template family and tokenizer checked before any model loads
+    preflight   config, template family and tokenizers checked before any model loads
     generate    pre-query -> instruction -> response       (generated/)
+    tag         reward, guard, judge, language, lengths, embeddings, one actor pool each
+                                                           (tagged/)
 
 Each step reads what the previous one wrote and skips rows already done, so rerunning the same
 command resumes a killed job.
@@ -13,9 +15,9 @@ import importlib.util
 from dataclasses import dataclass
 
 from . import templates
-from .config import Config, ConfigError, model_source, validate_static
+from .config import Config, ConfigError, model_source, resolve_model_path, validate_static
 from .report import RunSummary, summarize
-from .steps import generate
+from .steps import generate, tag
 from .storage import RunStore
 
 
@@ -39,6 +41,29 @@ def preflight(cfg: Config) -> None:
             raise ConfigError(
                 f"model.family={cfg.model.family} vs {cfg.model.path}: {err}"
             ) from err
+    if "tag" in cfg.steps:
+        check_tagger_tokenizers(cfg)
+
+
+def check_tagger_tokenizers(cfg: Config) -> None:
+    """Tagging models that render chats need a chat template: checked on their tokenizers."""
+    from .engines import load_tokenizer
+
+    needs_template = []
+    if cfg.reward.enabled:
+        needs_template.append(("reward", cfg.reward.path, cfg.reward.trust_remote_code))
+    for key, lm in (("guard", cfg.guard), ("judge", cfg.judge)):
+        if lm.enabled:
+            needs_template.append((key, lm.path, lm.trust_remote_code))
+    for key, path, trust in needs_template:
+        if model_source(path) != "local":
+            continue
+        tokenizer = load_tokenizer(resolve_model_path(path), trust)
+        if not tokenizer.chat_template:
+            raise ConfigError(
+                f"{key}.path={path}: its tokenizer has no chat template, which the {key} pool "
+                "renders conversations with; pick a chat model or add a chat_template"
+            )
 
 
 def connect(cfg: Config) -> None:
@@ -52,22 +77,39 @@ def connect(cfg: Config) -> None:
 
 
 def check_resources(cfg: Config, available: dict) -> None:
+    """Each step's actor pools run at once, so each step's total must fit the cluster."""
     cl = cfg.cluster
-    need = {"CPU": cl.num_actors * cl.cpus_per_actor, "GPU": cl.num_actors * cl.gpus_per_actor}
-    short = {k: (v, available.get(k, 0)) for k, v in need.items() if v > available.get(k, 0)}
-    if short:
-        detail = ", ".join(f"{k}: needs {n:g}, cluster has {h:g}" for k, (n, h) in short.items())
-        raise ConfigError(
-            f"the actor pool cannot fit this cluster ({detail}); lower cluster.num_actors, "
-            "cluster.cpus_per_actor or cluster.gpus_per_actor, or set "
-            "cluster.check_resources=false for an autoscaling cluster"
+    needs = {}
+    if "generate" in cfg.steps:
+        needs["generate"] = (
+            {"CPU": cl.num_actors * cl.cpus_per_actor, "GPU": cl.num_actors * cl.gpus_per_actor},
+            "cluster.num_actors, cluster.cpus_per_actor or cluster.gpus_per_actor",
         )
+    if "tag" in cfg.steps:
+        pools = [(name, pool) for name, _, _, pool, _ in tag.model_pools(cfg)]
+        need = {
+            "CPU": sum(p.num_actors * p.cpus_per_actor for _, p in pools) + cfg.tag.task_cpus,
+            "GPU": sum(p.num_actors * p.gpus_per_actor for _, p in pools),
+        }
+        keys = ", ".join(f"{name}.pool" for name, _ in pools)
+        needs["tag"] = (need, f"the pools' sizes ({keys}) or tag.task_cpus")
+    for step, (need, knobs) in needs.items():
+        short = {k: (v, available.get(k, 0)) for k, v in need.items() if v > available.get(k, 0)}
+        if short:
+            detail = ", ".join(
+                f"{k}: needs {n:g}, cluster has {h:g}" for k, (n, h) in short.items()
+            )
+            raise ConfigError(
+                f"the {step} step's actor pools cannot fit this cluster ({detail}); lower "
+                f"{knobs}, or set cluster.check_resources=false for an autoscaling cluster"
+            )
 
 
 @dataclass(frozen=True)
 class RunResult:
     summary: RunSummary
     generate: generate.StepStats | None
+    tag: tag.TagStats | None = None
 
 
 def run(cfg: Config, config_yaml: str = "") -> RunResult:
@@ -77,4 +119,7 @@ def run(cfg: Config, config_yaml: str = "") -> RunResult:
         store.write_text("config.yaml", config_yaml)
     connect(cfg)
     gen_stats = generate.run_step(cfg, store) if "generate" in cfg.steps else None
-    return RunResult(summary=summarize(store, cfg.examples_to_print), generate=gen_stats)
+    tag_stats = tag.run_step(cfg, store) if "tag" in cfg.steps else None
+    return RunResult(
+        summary=summarize(store, cfg.examples_to_print), generate=gen_stats, tag=tag_stats
+    )

@@ -4,6 +4,7 @@ A run lives at `<output_dir>/<run_name>/` (a local path or a URI pyarrow can ope
 
     config.yaml              the resolved config of the latest invocation
     generated/part-*.parquet rows kept by the generate step
+    tagged/part-*.parquet    generated rows with their tags (the tag step drops nothing)
     dropped/generate/part-*  rows the generate step dropped: uuid, index, step, reason, detail
 
 Every part file is written under a hidden temporary name and then renamed, so readers never see a
@@ -29,6 +30,10 @@ DROPPED_SCHEMA = pa.schema(
         ("detail", pa.string()),
     ]
 )
+
+
+# Where each step's kept rows live (the released-dataset-like names a user browses).
+KEPT_DIRS = {"generate": "generated", "tag": "tagged"}
 
 
 def _open(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -69,7 +74,7 @@ class RunStore:
         return self._root
 
     def kept_dir(self, step: str) -> str:
-        return posixpath.join(self.root, "generated" if step == "generate" else step)
+        return posixpath.join(self.root, KEPT_DIRS.get(step, step))
 
     def dropped_dir(self, step: str) -> str:
         return posixpath.join(self.root, "dropped", step)

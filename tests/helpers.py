@@ -23,6 +23,7 @@ def tiny_config(model_path: Path, output_dir: Path, *, engine: str = "vllm", **o
     batch_size = overrides.pop("batch_size", 4)
     cfg = Config(
         run_name=overrides.pop("run_name", "tiny"),
+        steps=overrides.pop("steps", ["generate"]),
         output_dir=str(output_dir),
         model=ModelConfig(
             name="tiny-chat", path=str(model_path), family="smollm2", max_model_len=512

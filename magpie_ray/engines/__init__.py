@@ -30,6 +30,9 @@ class SamplingSpec:
     stop: tuple[str, ...] = ()
     stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool = False  # benchmarks only: exact lengths, stops ignored
+    # Constrained decoding: ("json", schema as JSON text) or ("regex", pattern). vLLM enforces
+    # it; the HF engine samples unconstrained, so callers must still parse defensively.
+    structured: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)

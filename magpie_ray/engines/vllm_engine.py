@@ -7,6 +7,7 @@ each with its own SamplingParams (per-row seeds). The model input is the caller'
 from __future__ import annotations
 
 import itertools
+import json
 
 from . import (
     BackgroundEngine,
@@ -48,6 +49,14 @@ def sampling_params(spec: SamplingSpec):
     """vLLM's SamplingParams for one request (benchmarks use it for their raw engine too)."""
     from vllm import SamplingParams
 
+    structured = None
+    if spec.structured is not None:
+        from vllm.sampling_params import StructuredOutputsParams
+
+        kind, value = spec.structured
+        structured = StructuredOutputsParams(
+            **{kind: json.loads(value) if kind == "json" else value}
+        )
     return SamplingParams(
         temperature=spec.temperature,
         top_p=spec.top_p,
@@ -57,6 +66,7 @@ def sampling_params(spec: SamplingSpec):
         stop=None if spec.ignore_eos else list(spec.stop) or None,
         stop_token_ids=None if spec.ignore_eos else list(spec.stop_token_ids) or None,
         ignore_eos=spec.ignore_eos,
+        structured_outputs=structured,
     )
 
 

