@@ -6,6 +6,7 @@ CACHE ?= $(or $(MAGPIE_RAY_CACHE),$(HOME)/.cache/magpie-ray)
 export MAGPIE_RAY_CACHE := $(CACHE)
 STAMP := $(VENV)/.installed
 SMOLLM2 := $(CACHE)/models/smollm2-135m-instruct
+REWARD_STAND_IN := $(CACHE)/models/smollm2-135m-reward-stand-in
 ARGS ?=
 PYTEST_ARGS ?=
 
@@ -32,10 +33,14 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 
 assets: model tokenizers
 
-model: $(SMOLLM2)/config.json
+model: $(SMOLLM2)/config.json $(REWARD_STAND_IN)/config.json
 
 $(SMOLLM2)/config.json: $(STAMP)
 	$(BIN)/python -m magpie_ray.assets smollm2 $(SMOLLM2)
+
+# The demo's reward stand-in: SmolLM2's backbone under a seeded random head (not a reward model).
+$(REWARD_STAND_IN)/config.json: $(SMOLLM2)/config.json
+	$(BIN)/python -m magpie_ray.assets reward-stand-in $(SMOLLM2) $(REWARD_STAND_IN)
 
 tokenizers: $(STAMP)
 	scripts/fetch_tokenizers.sh $(CACHE)/tokenizers
