@@ -48,7 +48,7 @@ def main(dcfg: DictConfig) -> None:
         print(f"magpie_ray: error: {err}", file=sys.stderr)
         sys.exit(2)
     print("=" * 72)
-    print(format_summary(result.summary, result.generate))
+    print(format_summary(result.summary, result.generate, tag_stats=result.tag))
     print("=" * 72)
 
 

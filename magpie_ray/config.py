@@ -114,8 +114,11 @@ class RewardConfig:
     name: str = "sfairXC/FsfairX-LLaMA3-RM-v0.1"  # recorded in `reward_model`
     path: str = "sfairXC/FsfairX-LLaMA3-RM-v0.1"
     stand_in: bool = False  # not a real reward model: the recorded name says "stand-in:"
+    engine: str = "hf"  # hf (transformers, micro-batches) | vllm (pooling runner)
     max_length: int = 4096  # tokens; longer conversations are truncated
-    micro_batch_size: int = 8  # conversations per forward pass, sorted by length
+    micro_batch_size: int = 8  # hf: conversations per forward pass, sorted by length
+    kv_cache_gib: float | None = None  # vllm on CPU actors
+    gpu_memory_utilization: float = 0.9  # vllm on GPU
     dtype: str = "auto"
     trust_remote_code: bool = False  # ArmoRM needs it
     preference_min_margin: float = 0.0  # chosen - rejected reward must reach it
@@ -330,6 +333,14 @@ def tag_problems(cfg: Config) -> list[str]:
         if problem:
             problems.append(problem)
         problems.extend(_pool_problems(key, model.pool))
+    r = cfg.reward
+    if r.enabled and r.engine not in ENGINE_KINDS:
+        problems.append(f"reward.engine={r.engine!r}; valid: {list(ENGINE_KINDS)}")
+    if r.enabled and r.engine == "vllm" and not r.pool.gpus_per_actor and r.kv_cache_gib is None:
+        problems.append(
+            "reward.kv_cache_gib is required with reward.engine=vllm on CPU actors: "
+            "set e.g. reward.kv_cache_gib=0.5"
+        )
     for key, lm in (("guard", cfg.guard), ("judge", cfg.judge)):
         if not lm.enabled:
             continue

@@ -15,6 +15,57 @@ class RunSummary:
     drops: dict[str, int] = field(default_factory=dict)
     examples: list[dict] = field(default_factory=list)
     response_finish_reasons: dict[str, int] = field(default_factory=dict)
+    tagged: TagSummary | None = None
+
+
+@dataclass(frozen=True)
+class TagSummary:
+    """What `tagged/` holds: label counts per tag, why tags are null, the models used."""
+
+    rows: int
+    output_path: str
+    labels: dict[str, dict[str, int]]  # tag column -> label -> rows (None counted as "null")
+    null_reasons: dict[str, int]  # "tag: reason" -> rows
+    mean_reward: float | None
+    models: dict[str, str]  # tag -> model name recorded in the rows
+
+
+_LABEL_COLUMNS = ("safety", "difficulty", "input_quality", "task_category", "language")
+_MODEL_COLUMNS = {
+    "reward": "reward_model",
+    "guard": "safety_model",
+    "judge": "task_category_generator",
+    "embedder": "embedding_model",
+}
+
+
+def summarize_tags(store: RunStore) -> TagSummary | None:
+    columns = [*_LABEL_COLUMNS, *_MODEL_COLUMNS.values(), "instruct_reward", "tag_errors"]
+    table = store.read_parts(store.kept_dir("tag"), columns=columns)
+    if table is None:
+        return None
+    labels = {
+        c: dict(Counter("null" if v is None else v for v in table.column(c).to_pylist()))
+        for c in _LABEL_COLUMNS
+    }
+    reasons: Counter = Counter()
+    for errors in table.column("tag_errors").to_pylist():
+        for error in errors or []:
+            reasons[f"{error['tag']}: {_clip(error['reason'], 80)}"] += 1
+    rewards = [r for r in table.column("instruct_reward").to_pylist() if r is not None]
+    models = {}
+    for tag, column in _MODEL_COLUMNS.items():
+        names = {v for v in table.column(column).to_pylist() if v is not None}
+        if names:
+            models[tag] = ", ".join(sorted(names))
+    return TagSummary(
+        rows=table.num_rows,
+        output_path=store.kept_dir("tag"),
+        labels=labels,
+        null_reasons=dict(reasons),
+        mean_reward=sum(rewards) / len(rewards) if rewards else None,
+        models=models,
+    )
 
 
 def summarize(store: RunStore, num_examples: int = 3) -> RunSummary:
@@ -36,10 +87,33 @@ def summarize(store: RunStore, num_examples: int = 3) -> RunSummary:
         drops=drops,
         examples=examples,
         response_finish_reasons=finish,
+        tagged=summarize_tags(store),
     )
 
 
-def format_summary(summary: RunSummary, stats=None, width: int = 300) -> str:
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def format_tag_summary(tags: TagSummary, stats=None) -> list[str]:
+    lines = [f"rows tagged: {tags.rows} ({tags.output_path})"]
+    if stats is not None:
+        lines.append(
+            f"this invocation: {stats.rows_tagged} rows tagged ({stats.rows_done_before} already "
+            f"done) by pools {', '.join(stats.pools) or 'none'} in {stats.wall_seconds:.1f} s"
+        )
+    for tag, model in tags.models.items():
+        lines.append(f"  {tag} model: {model}")
+    for column, counts in tags.labels.items():
+        lines.append(f"  {column}: {_counts(counts)}")
+    if tags.mean_reward is not None:
+        lines.append(f"  mean instruct_reward: {tags.mean_reward:.3f}")
+    if tags.null_reasons:
+        lines.append(f"  null tags by reason: {_counts(tags.null_reasons)}")
+    return lines
+
+
+def format_summary(summary: RunSummary, stats=None, width: int = 300, tag_stats=None) -> str:
     lines = [f"rows written: {summary.rows_written}"]
     drops = ", ".join(f"{k}={v}" for k, v in sorted(summary.drops.items())) or "none"
     lines.append(f"rows dropped: {sum(summary.drops.values())} ({drops})")
@@ -56,6 +130,8 @@ def format_summary(summary: RunSummary, stats=None, width: int = 300) -> str:
             f"{stats.engine_load_seconds:.1f} s"
         )
     lines.append(f"output: {summary.output_path}")
+    if summary.tagged is not None:
+        lines.extend(format_tag_summary(summary.tagged, tag_stats))
     for i, ex in enumerate(summary.examples, 1):
         lines.append(f"--- example {i} ({ex['uuid']})")
         lines.append(f"instruction: {_clip(ex['instruction'], width)}")

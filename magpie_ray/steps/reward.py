@@ -11,7 +11,8 @@ there is none: fewer than two scored responses, a tie, or a margin under
 Any Hugging Face sequence-classification model serves: single-logit ones (FsfairX-LLaMA3-RM,
 Skywork) score with logit 0; multi-objective ArmoRM (trust_remote_code) with its `score` output.
 Conversations are rendered by the reward model's own chat template, then scored in length-sorted
-micro-batches so padding stays small.
+micro-batches so padding stays small (`reward.engine=hf`), or handed all at once to vLLM's
+pooling runner, which batches them itself (`reward.engine=vllm`; raw logits, no activation).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def micro_batches(lengths: list[int], size: int) -> list[list[int]]:
 
 
 class RewardScorer:
-    """A sequence-classification reward model on one device; scores chat conversations."""
+    """A sequence-classification reward model (transformers) on one device; scores chats."""
 
     def __init__(
         self,
@@ -132,11 +133,80 @@ class RewardScorer:
         return scores
 
 
+class VLLMRewardScorer:
+    """The same model on vLLM's pooling runner: one `classify` call per batch of chats."""
+
+    def __init__(
+        self,
+        path: str,
+        max_length: int,
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+        kv_cache_gib: float | None = None,
+        gpu_memory_utilization: float = 0.9,
+    ):
+        import torch
+        from transformers import AutoTokenizer
+        from vllm import LLM
+
+        from ..engines import resolve_dtype
+
+        on_gpu = torch.cuda.is_available()
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        kwargs = dict(
+            model=path,
+            runner="pooling",
+            dtype=resolve_dtype(dtype, on_gpu),
+            max_model_len=max_length,
+            trust_remote_code=trust_remote_code,
+            enforce_eager=not on_gpu,
+        )
+        if on_gpu:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        if kv_cache_gib is not None:
+            kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * (1 << 30))
+        self.llm = LLM(**kwargs)
+        self.max_length = max_length
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False)
+
+    def score(self, conversations: list[list[dict[str, str]]]) -> list[float]:
+        from vllm import PoolingParams
+        from vllm.inputs import TokensPrompt
+
+        prompts = [
+            TokensPrompt(
+                prompt_token_ids=self.tokenizer(
+                    self.render(messages),
+                    add_special_tokens=False,
+                    truncation=True,
+                    max_length=self.max_length,
+                )["input_ids"]
+            )
+            for messages in conversations
+        ]
+        outputs = self.llm.classify(
+            prompts, pooling_params=PoolingParams(use_activation=False), use_tqdm=False
+        )
+        return [float(out.outputs.probs[0]) for out in outputs]
+
+
+def load_scorer(engine: str, **kwargs):
+    """The reward model on `engine` ("hf" or "vllm"), with that engine's arguments."""
+    if engine == "vllm":
+        kwargs.pop("micro_batch_size", None)
+        return VLLMRewardScorer(**kwargs)
+    kwargs.pop("kv_cache_gib", None)
+    kwargs.pop("gpu_memory_utilization", None)
+    return RewardScorer(**kwargs)
+
+
 class RewardTagger:
     """Ray Data actor: the reward model loaded once; `__call__` adds the reward columns."""
 
     def __init__(self, scorer_kwargs: dict, model_name: str, min_margin: float):
-        self.scorer = RewardScorer(**scorer_kwargs)
+        self.scorer = load_scorer(**scorer_kwargs)
         self.model_name = model_name
         self.min_margin = min_margin
 

@@ -160,11 +160,14 @@ def model_pools(cfg: Config) -> list[tuple[str, type, dict, object, int]]:
         r = cfg.reward
         kwargs = {
             "scorer_kwargs": {
+                "engine": r.engine,
                 "path": resolve_model_path(r.path),
                 "max_length": r.max_length,
                 "micro_batch_size": r.micro_batch_size,
                 "dtype": r.dtype,
                 "trust_remote_code": r.trust_remote_code,
+                "kv_cache_gib": r.kv_cache_gib,
+                "gpu_memory_utilization": r.gpu_memory_utilization,
             },
             "model_name": r.recorded_name,
             "min_margin": r.preference_min_margin,

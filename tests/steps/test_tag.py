@@ -185,3 +185,18 @@ def test_unconstrained_guard_output_is_parsed_or_null_with_reason(tiny_model_pat
             assert reasons and "guard" in reasons[0], row
         else:
             assert row["safety"] in ("safe", "unsafe")
+
+
+def test_vllm_pooling_reward_equals_transformers(tiny_reward_path):
+    """reward.engine=vllm (pooling runner, raw logits) scores like the transformers model."""
+    from magpie_ray.steps.reward import load_scorer
+
+    conversations = [
+        [{"role": "user", "content": q}, {"role": "assistant", "content": "Fine. " * (i + 1)}]
+        for i, q in enumerate(QUESTIONS)
+    ]
+    args = dict(path=str(tiny_reward_path), max_length=256)
+    hf = load_scorer("hf", **args, micro_batch_size=4).score(conversations)
+    vllm = load_scorer("vllm", **args, kv_cache_gib=0.125).score(conversations)
+    assert vllm == pytest.approx(hf, abs=2e-3)
+    assert len(set(round(v, 4) for v in hf)) > 1  # a constant would pass trivially

@@ -1,0 +1,141 @@
+"""Reward scoring: batched (our reward pool) vs one conversation at a time (the reference's way).
+
+One invocation, one machine, one reward model, the same conversations for both variants:
+
+  single   RewardScorer with micro_batch_size=1: a forward pass per conversation
+  batched  RewardScorer with micro_batch_size=N: length-sorted micro-batches with padding
+
+Both variants score the same conversations and must agree (max |difference| is reported).
+Conversations are built from real instruction/response text of varied length: the rows of a
+finished run's `generated/` when --run-dir is given, else synthetic ones.
+
+    .venv/bin/python bench/reward_scoring.py --rows 256
+    .venv/bin/python bench/reward_scoring.py --model tiny --rows 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from magpie_ray.assets import build_reward_stand_in  # noqa: E402
+from magpie_ray.steps.reward import RewardScorer, conversation_messages  # noqa: E402
+
+CACHE = Path(os.environ.get("MAGPIE_RAY_CACHE", Path.home() / ".cache" / "magpie-ray"))
+WORDS = (
+    "the model answers each question with a short clear explanation and an example where "
+    "it helps the reader understand why the result holds and how to apply it"
+).split()
+
+
+def synthetic_conversations(n: int, seed: int = 0) -> list[list[dict[str, str]]]:
+    """Instruction 8-40 words, response 20-400 words (long-tailed), deterministic."""
+    rng = random.Random(seed)
+    conversations = []
+    for _ in range(n):
+        q = " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 40))) + "?"
+        length = min(400, int(rng.lognormvariate(4.0, 0.8)) + 20)
+        a = " ".join(rng.choice(WORDS) for _ in range(length)) + "."
+        conversations.append([{"role": "user", "content": q}, {"role": "assistant", "content": a}])
+    return conversations
+
+
+def run_conversations(run_dir: Path, n: int) -> list[list[dict[str, str]]]:
+    import pyarrow.parquet as pq
+
+    rows = []
+    for path in sorted((run_dir / "generated").glob("part-*.parquet")):
+        rows.extend(pq.read_table(path, columns=["conversations"]).to_pylist())
+    if not rows:
+        raise SystemExit(f"no generated rows under {run_dir}")
+    return [conversation_messages(rows[i % len(rows)]["conversations"]) for i in range(n)]
+
+
+def model_path(name: str) -> Path:
+    smollm2 = CACHE / "models" / "smollm2-135m-instruct"
+    if name == "smollm2":
+        return build_reward_stand_in(smollm2, CACHE / "models" / "smollm2-135m-reward-stand-in")
+    if name == "tiny":
+        from magpie_ray.testing import build_tiny_chat_model
+
+        tiny = build_tiny_chat_model(CACHE / "test-models" / "bench-tiny-chat", smollm2)
+        return build_reward_stand_in(tiny, CACHE / "test-models" / "bench-tiny-chat-rm")
+    return Path(name)
+
+
+def timed_scores(scorer: RewardScorer, conversations) -> tuple[list[float], float]:
+    scorer.score(conversations[:2])  # warm-up: first-call allocations
+    started = time.perf_counter()
+    scores = scorer.score(conversations)
+    return scores, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2", help="smollm2 | tiny | a local folder")
+    parser.add_argument("--rows", type=int, default=256)
+    parser.add_argument("--micro-batch", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=1024)
+    parser.add_argument("--run-dir", type=Path, help="score this run's generated/ rows instead")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    path = model_path(args.model)
+    conversations = (
+        run_conversations(args.run_dir, args.rows)
+        if args.run_dir
+        else synthetic_conversations(args.rows)
+    )
+    single = RewardScorer(str(path), args.max_length, micro_batch_size=1)
+    batched = RewardScorer(str(path), args.max_length, micro_batch_size=args.micro_batch)
+    tokens = sum(
+        len(single.tokenizer(single.render(c), add_special_tokens=False)["input_ids"])
+        for c in conversations
+    )
+    results = {}
+    for name, scorer in (("single", single), ("batched", batched)):
+        scores, seconds = timed_scores(scorer, conversations)
+        results[name] = {"seconds": seconds, "rows_per_s": len(conversations) / seconds}
+        results[name]["scores"] = scores
+    pairs = zip(results["single"]["scores"], results["batched"]["scores"], strict=True)
+    diff = max(abs(a - b) for a, b in pairs)
+    ratio = results["batched"]["rows_per_s"] / results["single"]["rows_per_s"]
+    device = "cuda" if batched.device == "cuda" else f"cpu ({os.cpu_count()} cores)"
+    print(f"model {path.name}, {len(conversations)} conversations, {tokens} tokens, {device}")
+    print("| variant | micro-batch | s | rows/s |")
+    print("|---|---|---|---|")
+    for name, mb in (("single", 1), ("batched", args.micro_batch)):
+        r = results[name]
+        print(f"| {name} | {mb} | {r['seconds']:.1f} | {r['rows_per_s']:.1f} |")
+    print(f"batched / single = {ratio:.2f}x; max |score difference| = {diff:.2e}")
+    if args.json:
+        for r in results.values():
+            del r["scores"]
+        record = {
+            "model": path.name,
+            "rows": len(conversations),
+            "tokens": tokens,
+            "micro_batch": args.micro_batch,
+            "max_length": args.max_length,
+            "device": device,
+            "machine": platform.platform(),
+            "results": results,
+            "ratio": ratio,
+            "max_score_difference": diff,
+        }
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
