@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -233,3 +234,32 @@ def test_disabled_taggers_are_not_checked(tmp_path):
     for key in ("reward", "guard", "judge", "embedder"):
         getattr(cfg, key).enabled = False
     validate_static(cfg)
+
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        f"{group}={p.stem}"
+        for group in ("reward", "guard", "judge", "embedder")
+        for p in sorted((CONF / group).glob("*.yaml"))
+    ],
+)
+def test_every_tagger_option_composes_and_stand_ins_say_so(override):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from magpie_ray.config import register
+
+    register()
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = OmegaConf.to_object(compose(config_name="config", overrides=[override]))
+    group, option = override.split("=")
+    model = getattr(cfg, group)
+    assert model.enabled and model.path and model.name
+    if option == "stand_in":
+        assert model.recorded_name.startswith("stand-in:")
+    elif group != "embedder":
+        assert not model.stand_in
