@@ -49,6 +49,7 @@ def main(dcfg: DictConfig) -> None:
         sys.exit(2)
     print("=" * 72)
     print(format_summary(result.summary, result.generate, tag_stats=result.tag))
+    print(f"report: {result.report_path}")
     print("=" * 72)
 
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from . import templates
 from .config import Config, ConfigError, model_source, resolve_model_path, validate_static
-from .report import RunSummary, summarize
+from .report import RunSummary, invocation_lines, summarize
+from .run_report import write_report
 from .steps import generate, tag
 from .storage import RunStore
 
@@ -110,6 +111,7 @@ class RunResult:
     summary: RunSummary
     generate: generate.StepStats | None
     tag: tag.TagStats | None = None
+    report_path: str | None = None
 
 
 def run(cfg: Config, config_yaml: str = "") -> RunResult:
@@ -120,6 +122,10 @@ def run(cfg: Config, config_yaml: str = "") -> RunResult:
     connect(cfg)
     gen_stats = generate.run_step(cfg, store) if "generate" in cfg.steps else None
     tag_stats = tag.run_step(cfg, store) if "tag" in cfg.steps else None
+    invocation = invocation_lines(gen_stats, tag_stats)
     return RunResult(
-        summary=summarize(store, cfg.examples_to_print), generate=gen_stats, tag=tag_stats
+        summary=summarize(store, cfg.examples_to_print),
+        generate=gen_stats,
+        tag=tag_stats,
+        report_path=write_report(store, f"magpie-ray run {cfg.run_name}", invocation, cfg.seed),
     )

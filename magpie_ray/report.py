@@ -95,13 +95,37 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
+def generate_line(stats) -> str:
+    rate = stats.output_tokens / max(stats.generation_seconds, 1e-9)
+    return (
+        f"{stats.rows_processed} rows generated ({stats.rows_done_before} already done), "
+        f"{stats.output_tokens} output tokens in {stats.generation_seconds:.1f} s of generation "
+        f"= {rate:.1f} output tok/s; step wall time {stats.wall_seconds:.1f} s incl. engine "
+        f"start {stats.engine_load_seconds:.1f} s"
+    )
+
+
+def tag_line(stats) -> str:
+    return (
+        f"{stats.rows_tagged} rows tagged ({stats.rows_done_before} already done) by pools "
+        f"{', '.join(stats.pools) or 'none'} in {stats.wall_seconds:.1f} s"
+    )
+
+
+def invocation_lines(generate_stats=None, tag_stats=None) -> list[str]:
+    """What this invocation did, step by step (a resumed run counts only its own work)."""
+    lines = []
+    if generate_stats is not None:
+        lines.append("generate: " + generate_line(generate_stats))
+    if tag_stats is not None:
+        lines.append("tag: " + tag_line(tag_stats))
+    return lines
+
+
 def format_tag_summary(tags: TagSummary, stats=None) -> list[str]:
     lines = [f"rows tagged: {tags.rows} ({tags.output_path})"]
     if stats is not None:
-        lines.append(
-            f"this invocation: {stats.rows_tagged} rows tagged ({stats.rows_done_before} already "
-            f"done) by pools {', '.join(stats.pools) or 'none'} in {stats.wall_seconds:.1f} s"
-        )
+        lines.append(f"this invocation: {tag_line(stats)}")
     for tag, model in tags.models.items():
         lines.append(f"  {tag} model: {model}")
     for column, counts in tags.labels.items():
@@ -121,14 +145,7 @@ def format_summary(summary: RunSummary, stats=None, width: int = 300, tag_stats=
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(summary.response_finish_reasons.items()))
         lines.append(f"response finish reasons: {reasons}")
     if stats is not None:
-        rate = stats.output_tokens / max(stats.generation_seconds, 1e-9)
-        lines.append(
-            f"this invocation: {stats.rows_processed} rows generated "
-            f"({stats.rows_done_before} already done), {stats.output_tokens} output tokens in "
-            f"{stats.generation_seconds:.1f} s of generation = {rate:.1f} output tok/s; "
-            f"step wall time {stats.wall_seconds:.1f} s incl. engine start "
-            f"{stats.engine_load_seconds:.1f} s"
-        )
+        lines.append(f"this invocation: {generate_line(stats)}")
     lines.append(f"output: {summary.output_path}")
     if summary.tagged is not None:
         lines.extend(format_tag_summary(summary.tagged, tag_stats))

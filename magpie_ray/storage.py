@@ -33,7 +33,7 @@ DROPPED_SCHEMA = pa.schema(
 
 
 # Where each step's kept rows live (the released-dataset-like names a user browses).
-KEPT_DIRS = {"generate": "generated", "tag": "tagged"}
+KEPT_DIRS = {"generate": "generated", "tag": "tagged", "dedup": "deduped"}
 
 
 def _open(uri: str) -> tuple[pafs.FileSystem, str]:

@@ -1,0 +1,245 @@
+"""The run report: one self-contained HTML file (`report.html`) beside a run's outputs.
+
+Reads whatever the run holds: every step's kept parts (`generated/`, `tagged/`, `deduped/`, ...)
+and `dropped/<step>/` parts. Shows rows per step and per drop reason, null tags per reason,
+tokens (and this invocation's throughput when given), label distributions (task category,
+input quality, difficulty, safety, language), histograms of rewards and of min-neighbour
+distances, and a 2-D t-SNE map of the instruction embeddings coloured by task category.
+Plots are PNGs inlined as base64, so the file can be mailed or opened from object storage.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import posixpath
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pyarrow.fs as pafs
+
+from .steps import judge
+from .storage import RunStore
+
+REPORT_NAME = "report.html"
+MAP_SAMPLE = 2000  # t-SNE is quadratic-ish: a seeded sample keeps the map to seconds
+_ORDERS = {
+    "difficulty": judge.DIFFICULTY_LABELS,
+    "input_quality": judge.QUALITY_LABELS,
+    "task_category": judge.TASK_CATEGORIES,
+    "safety": ("safe", "unsafe"),
+}
+
+
+@dataclass
+class ReportData:
+    kept: dict[str, int] = field(default_factory=dict)  # kept dir -> rows
+    dropped: dict[str, dict[str, int]] = field(default_factory=dict)  # step -> reason -> rows
+    null_tags: dict[str, int] = field(default_factory=dict)  # "tag: reason" -> rows
+    tokens: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, dict[str, int]] = field(default_factory=dict)
+    rewards: list[float] = field(default_factory=list)
+    min_neighbor_distances: list[float] = field(default_factory=list)
+    embeddings: list[list[float]] = field(default_factory=list)
+    embedding_labels: list[str] = field(default_factory=list)
+
+
+def _dirs(store: RunStore, parent: str) -> list[str]:
+    info = store.fs.get_file_info(parent)
+    if info.type == pafs.FileType.NotFound:
+        return []
+    entries = store.fs.get_file_info(pafs.FileSelector(parent, recursive=False))
+    return sorted(e.path for e in entries if e.type == pafs.FileType.Directory)
+
+
+def _read(store: RunStore, directory: str, wanted: list[str]):
+    files = store.part_files(directory)
+    if not files:
+        return None
+    import pyarrow.parquet as pq
+
+    names = set(pq.read_schema(files[0], filesystem=store.fs).names)
+    return store.read_parts(directory, columns=[c for c in wanted if c in names])
+
+
+def collect(store: RunStore, seed: int = 0) -> ReportData:
+    """Everything the report shows, read back from the run's part files."""
+    data = ReportData()
+    for directory in _dirs(store, store.root):
+        name = posixpath.basename(directory)
+        if name == "dropped" or not store.part_files(directory):
+            continue
+        table = _read(store, directory, ["uuid"])
+        data.kept[name] = table.num_rows
+    for directory in _dirs(store, store.dropped_dir("")):
+        table = _read(store, directory, ["reason"])
+        if table is not None:
+            reasons = Counter(table.column("reason").to_pylist())
+            data.dropped[posixpath.basename(directory)] = dict(reasons)
+
+    generated = _read(store, store.kept_dir("generate"), ["instruction_tokens", "response_tokens"])
+    if generated is not None:
+        for column in ("instruction_tokens", "response_tokens"):
+            if column in generated.column_names:
+                data.tokens[column] = sum(v or 0 for v in generated.column(column).to_pylist())
+
+    # The most processed tagged rows: deduped/ carries the tags plus the dedup columns.
+    tag_dir = store.kept_dir("dedup") if data.kept.get("deduped") else store.kept_dir("tag")
+    wanted = [*_ORDERS, "language", "instruct_reward", "tag_errors", "embedding"]
+    tags = _read(store, tag_dir, [*wanted, "min_neighbor_distance"])
+    if tags is None:
+        return data
+    for column in (*_ORDERS, "language"):
+        if column in tags.column_names:
+            values = tags.column(column).to_pylist()
+            data.labels[column] = dict(Counter("null" if v is None else v for v in values))
+    if "tag_errors" in tags.column_names:
+        reasons: Counter = Counter()
+        for errors in tags.column("tag_errors").to_pylist():
+            for error in errors or []:
+                reasons[f"{error['tag']}: {error['reason'][:80]}"] += 1
+        data.null_tags = dict(reasons)
+    if "instruct_reward" in tags.column_names:
+        data.rewards = [v for v in tags.column("instruct_reward").to_pylist() if v is not None]
+    if "min_neighbor_distance" in tags.column_names:
+        distances = tags.column("min_neighbor_distance").to_pylist()
+        data.min_neighbor_distances = [v for v in distances if v is not None]
+    if "embedding" in tags.column_names:
+        import random
+
+        rows = [
+            (vector, category)
+            for vector, category in zip(
+                tags.column("embedding").to_pylist(),
+                tags.column("task_category").to_pylist()
+                if "task_category" in tags.column_names
+                else [None] * tags.num_rows,
+                strict=True,
+            )
+            if vector is not None
+        ]
+        if len(rows) > MAP_SAMPLE:
+            rows = random.Random(seed).sample(rows, MAP_SAMPLE)
+        data.embeddings = [v for v, _ in rows]
+        data.embedding_labels = [c or "null" for _, c in rows]
+    return data
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return f'<img alt="" src="data:image/png;base64,{encoded}">'
+
+
+def _bar(title: str, counts: dict[str, int], order: tuple[str, ...] = ()) -> str:
+    import matplotlib.pyplot as plt
+
+    # the whole scale, zero counts included, so an empty label shows as such
+    labels = list(order) + sorted(k for k in counts if k not in order)
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(labels) + 1))
+    ax.barh(labels[::-1], [counts.get(k, 0) for k in labels][::-1], color="#4c72b0")
+    ax.set_title(title)
+    ax.set_xlabel("rows")
+    return _png(fig)
+
+
+def _histogram(title: str, values: list[float], xlabel: str, threshold: float | None = None):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.hist(values, bins=min(50, max(5, len(values) // 4)), color="#55a868")
+    if threshold is not None:
+        ax.axvline(threshold, color="#c44e52", linestyle="--", label=f"threshold {threshold:g}")
+        ax.legend()
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("rows")
+    return _png(fig)
+
+
+def _embedding_map(vectors: list[list[float]], labels: list[str], seed: int) -> str:
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from sklearn.manifold import TSNE
+
+    points = TSNE(
+        n_components=2,
+        perplexity=min(30.0, max(2.0, (len(vectors) - 1) / 3)),
+        init="pca",
+        random_state=seed,
+    ).fit_transform(np.asarray(vectors, dtype="float32"))
+    fig, ax = plt.subplots(figsize=(7, 6))
+    for label in sorted(set(labels)):
+        mask = np.array([lab == label for lab in labels])
+        ax.scatter(points[mask, 0], points[mask, 1], s=8, label=label)
+    ax.legend(fontsize=7, markerscale=2, loc="best")
+    ax.set_title(f"instruction embeddings, t-SNE ({len(vectors)} rows)")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return _png(fig)
+
+
+def _table(header: tuple[str, str], counts: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(str(k))}</td><td>{v}</td></tr>"
+        for k, v in sorted(counts.items(), key=lambda kv: -kv[1])
+    )
+    return f"<table><tr><th>{header[0]}</th><th>{header[1]}</th></tr>{rows}</table>"
+
+
+def render(data: ReportData, title: str, invocation: list[str], seed: int = 0) -> str:
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    if invocation:
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in invocation)
+        parts.append(f"<h2>This invocation</h2><ul>{items}</ul>")
+    parts.append("<h2>Rows per step</h2>" + _table(("output", "rows"), data.kept))
+    for step, reasons in data.dropped.items():
+        parts.append(
+            f"<h3>Dropped by {html.escape(step)}</h3>" + _table(("reason", "rows"), reasons)
+        )
+    if data.tokens:
+        parts.append("<h2>Tokens</h2>" + _table(("generated", "tokens"), data.tokens))
+    if data.null_tags:
+        parts.append(
+            "<h2>Null tags by reason</h2>" + _table(("tag: reason", "rows"), data.null_tags)
+        )
+    plots = [
+        _bar(column, counts, _ORDERS.get(column, ())) for column, counts in data.labels.items()
+    ]
+    if data.rewards:
+        plots.append(_histogram("instruct_reward", data.rewards, "reward"))
+    if data.min_neighbor_distances:
+        plots.append(
+            _histogram(
+                "min_neighbor_distance",
+                data.min_neighbor_distances,
+                "squared L2 to the nearest other instruction",
+                threshold=0.05,
+            )
+        )
+    if len(data.embeddings) >= 5:
+        plots.append(_embedding_map(data.embeddings, data.embedding_labels, seed))
+    if plots:
+        parts.append("<h2>Distributions</h2>" + "".join(f"<div>{p}</div>" for p in plots))
+    style = (
+        "body{font-family:sans-serif;max-width:900px;margin:2em auto}"
+        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    )
+
+
+def write_report(store: RunStore, title: str, invocation: list[str], seed: int = 0) -> str:
+    """Collects, renders and atomically writes `report.html`; returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    html_text = render(collect(store, seed), title, invocation, seed)
+    return store.write_text(REPORT_NAME, html_text)
