@@ -87,7 +87,7 @@ def check_resources(cfg: Config, available: dict) -> None:
             "cluster.num_actors, cluster.cpus_per_actor or cluster.gpus_per_actor",
         )
     if "tag" in cfg.steps:
-        pools = [(name, pool) for name, _, _, pool, _ in tag.model_pools(cfg)]
+        pools = [(model.name, model.pool) for model in tag.model_pools(cfg)]
         need = {
             "CPU": sum(p.num_actors * p.cpus_per_actor for _, p in pools) + cfg.tag.task_cpus,
             "GPU": sum(p.num_actors * p.gpus_per_actor for _, p in pools),

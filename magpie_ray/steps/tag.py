@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..config import Config, resolve_model_path
+from ..config import Config, PoolConfig, resolve_model_path
 from ..storage import RunStore, part_name
 
 STEP = "tag"
@@ -148,8 +148,19 @@ def _engine_settings(lm, seed: int):
     )
 
 
-def model_pools(cfg: Config) -> list[tuple[str, type, dict, object, int]]:
-    """(name, actor class, constructor kwargs, pool config, concurrent calls) per enabled model."""
+@dataclass(frozen=True)
+class ModelPool:
+    """One enabled tagging model: its Ray Data actor class, arguments and pool size."""
+
+    name: str
+    actor: type
+    kwargs: dict
+    pool: PoolConfig
+    concurrency: int  # calls in flight per actor: >1 keeps an engine fed while a batch parses
+
+
+def model_pools(cfg: Config) -> list[ModelPool]:
+    """The actor pools of the enabled tagging models, in pipeline order."""
     from .embed import Embedder
     from .judge import JudgeTagger
     from .reward import RewardTagger
@@ -172,7 +183,7 @@ def model_pools(cfg: Config) -> list[tuple[str, type, dict, object, int]]:
             "model_name": r.recorded_name,
             "min_margin": r.preference_min_margin,
         }
-        pools.append(("reward", RewardTagger, kwargs, r.pool, 1))
+        pools.append(ModelPool("reward", RewardTagger, kwargs, r.pool, 1))
     if cfg.guard.enabled:
         g = cfg.guard
         kwargs = {
@@ -181,7 +192,7 @@ def model_pools(cfg: Config) -> list[tuple[str, type, dict, object, int]]:
             "use_chat_template": g.use_chat_template,
             "constrain": g.constrain_verdict,
         }
-        pools.append(("guard", SafetyTagger, kwargs, g.pool, 2))
+        pools.append(ModelPool("guard", SafetyTagger, kwargs, g.pool, 2))
     if cfg.judge.enabled:
         j = cfg.judge
         kwargs = {
@@ -190,7 +201,7 @@ def model_pools(cfg: Config) -> list[tuple[str, type, dict, object, int]]:
             "tasks": tuple(j.tasks),
             "max_tokens": j.max_tokens,
         }
-        pools.append(("judge", JudgeTagger, kwargs, j.pool, 2))
+        pools.append(ModelPool("judge", JudgeTagger, kwargs, j.pool, 2))
     if cfg.embedder.enabled:
         e = cfg.embedder
         kwargs = {
@@ -199,7 +210,7 @@ def model_pools(cfg: Config) -> list[tuple[str, type, dict, object, int]]:
             "batch_size": e.encode_batch_size,
             "max_seq_length": e.max_seq_length,
         }
-        pools.append(("embedder", Embedder, kwargs, e.pool, 1))
+        pools.append(ModelPool("embedder", Embedder, kwargs, e.pool, 1))
     return pools
 
 
@@ -246,19 +257,19 @@ def run_step(cfg: Config, store: RunStore) -> TagStats:
             batch_format="pyarrow",
             **task_args,
         )
-        for _, actor, kwargs, pool, concurrency in pools:
+        for model in pools:
             ds = ds.map_batches(
-                actor,
-                fn_constructor_kwargs=kwargs,
-                batch_size=pool.batch_size,
+                model.actor,
+                fn_constructor_kwargs=model.kwargs,
+                batch_size=model.pool.batch_size,
                 batch_format="pyarrow",
                 compute=ray.data.ActorPoolStrategy(
-                    size=pool.num_actors,
-                    max_concurrent_calls_per_actor=concurrency,
-                    enable_true_multi_threading=concurrency > 1,
+                    size=model.pool.num_actors,
+                    max_concurrent_calls_per_actor=model.concurrency,
+                    enable_true_multi_threading=model.concurrency > 1,
                 ),
-                num_cpus=pool.cpus_per_actor,
-                num_gpus=pool.gpus_per_actor,
+                num_cpus=model.pool.cpus_per_actor,
+                num_gpus=model.pool.gpus_per_actor,
                 runtime_env=runtime_env,
             )
         ds = ds.map_batches(
@@ -274,6 +285,6 @@ def run_step(cfg: Config, store: RunStore) -> TagStats:
         rows_todo=todo,
         rows_done_before=done_before,
         rows_tagged=tagged,
-        pools=tuple(name for name, *_ in pools),
+        pools=tuple(model.name for model in pools),
         wall_seconds=time.perf_counter() - started,
     )
