@@ -54,12 +54,13 @@ def connect(cfg: Config) -> None:
 def check_resources(cfg: Config, available: dict) -> None:
     cl = cfg.cluster
     need = {"CPU": cl.num_actors * cl.cpus_per_actor, "GPU": cl.num_actors * cl.gpus_per_actor}
+    need.update({name: cl.num_actors * amount for name, amount in cl.actor_resources.items()})
     short = {k: (v, available.get(k, 0)) for k, v in need.items() if v > available.get(k, 0)}
     if short:
         detail = ", ".join(f"{k}: needs {n:g}, cluster has {h:g}" for k, (n, h) in short.items())
         raise ConfigError(
             f"the actor pool cannot fit this cluster ({detail}); lower cluster.num_actors, "
-            "cluster.cpus_per_actor or cluster.gpus_per_actor, or set "
+            "cluster.cpus_per_actor, cluster.gpus_per_actor or cluster.actor_resources, or set "
             "cluster.check_resources=false for an autoscaling cluster"
         )
 
