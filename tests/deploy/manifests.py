@@ -13,7 +13,10 @@ from pathlib import Path
 import jsonschema
 import kubernetes_validate
 import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
+from magpie_ray.config import Config, register
 from tests.deploy.kustomize import KUSTOMIZATION, render
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,8 +45,10 @@ def manifest_files() -> list[Path]:
     return files
 
 
+@functools.cache
 def rendered() -> dict[str, list[dict]]:
-    """Every kustomization (bases and overlays), rendered: {path relative to the repo: docs}."""
+    """Every kustomization (bases and overlays), rendered: {path relative to the repo: docs}.
+    Cached: callers must not modify the documents."""
     return {str(d.relative_to(REPO)): render(d) for d in kustomizations()}
 
 
@@ -144,6 +149,14 @@ def entrypoint(doc: dict) -> str:
     if doc["kind"] == "RayJob":
         return doc["spec"]["entrypoint"]
     return doc["metadata"]["annotations"][ENTRYPOINT_ANNOTATION]
+
+
+def compose_entrypoint(command: str) -> Config:
+    """The Config a `python -m magpie_ray ...` command line composes to, as __main__ does."""
+    register()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        dcfg = compose(config_name="config", overrides=hydra_overrides(command))
+    return OmegaConf.to_object(dcfg)
 
 
 def hydra_overrides(command: str) -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 from magpie_ray.config import validate_static
 from magpie_ray.pipeline import check_resources
 from tests.deploy import manifests as m
-from tests.deploy.test_manifests import RENDERED, compose_entrypoint
+from tests.deploy.manifests import compose_entrypoint
 
 GUIDE = m.REPO / "deploy" / "README.md"
 
@@ -24,7 +24,7 @@ def sizing_rows() -> list[tuple[str, str]]:
 
 
 def eight_gpu_pod() -> dict[str, float]:
-    (cluster,) = RENDERED["deploy/kuberay/raycluster"]
+    (cluster,) = m.rendered()["deploy/kuberay/raycluster"]
     (group,) = cluster["spec"]["workerGroupSpecs"]
     return m.group_resources(group)
 

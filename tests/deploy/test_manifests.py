@@ -11,13 +11,12 @@ import copy
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from magpie_ray.config import Config, register, validate_static
+from magpie_ray.config import validate_static
 from magpie_ray.pipeline import check_resources
 from tests.deploy import manifests as m
 from tests.deploy.kustomize import KustomizeError, json_patch, render
+from tests.deploy.manifests import compose_entrypoint
 
 RENDERED = m.rendered()
 DOCS = [
@@ -31,13 +30,6 @@ OVERLAYS = {"deploy/kuberay/overlays/generate-1node-8gpu", "deploy/kuberay/overl
 
 def containers(template: dict) -> list[dict]:
     return template["spec"]["containers"]
-
-
-def compose_entrypoint(command: str) -> Config:
-    register()
-    with initialize_config_dir(config_dir=str(m.REPO / "conf"), version_base=None):
-        dcfg = compose(config_name="config", overrides=m.hydra_overrides(command))
-    return OmegaConf.to_object(dcfg)
 
 
 def test_every_kustomization_renders_ray_resources_and_the_overlays_exist():
