@@ -126,15 +126,20 @@ def _ray_start(args: list[str], env: dict[str, str]) -> None:
     )
 
 
-def start_head(num_cpus: int = 2, resources: dict[str, float] | None = None) -> Cluster:
-    """`ray start --head` with its own temp dir and ports. Stop it with `teardown`."""
+def start_head(
+    num_cpus: int = 2,
+    resources: dict[str, float] | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Cluster:
+    """`ray start --head` with its own temp dir and ports; `extra_env` reaches every process of
+    the cluster, jobs included. Stop it with `teardown`."""
     temp_dir = Path(tempfile.mkdtemp(prefix="mr-", dir="/tmp"))
     gcs, dashboard, client = free_ports(3)
     cluster = Cluster(
         temp_dir=temp_dir,
         dashboard_url=f"http://127.0.0.1:{dashboard}",
         gcs_address=f"127.0.0.1:{gcs}",
-        env=cluster_env(temp_dir),
+        env={**cluster_env(temp_dir), **(extra_env or {})},
     )
     try:
         _ray_start(

@@ -34,7 +34,14 @@ SLOT = "engine_slot"
 
 
 def start_two_nodes() -> Cluster:
-    cluster = start_head(num_cpus=2, resources={SLOT: 1})
+    # Ray Data dispatches batches as soon as one actor of the pool is up; on a loaded machine
+    # the first engine can then finish all 8 rows before the second is even placed. Waiting for
+    # the whole pool makes "one engine per node" a property of the run, not of timing.
+    cluster = start_head(
+        num_cpus=2,
+        resources={SLOT: 1},
+        extra_env={"RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "300"},
+    )
     try:
         start_worker(cluster, "worker", num_cpus=2, resources={SLOT: 1})
     except BaseException:
