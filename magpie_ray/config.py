@@ -95,6 +95,11 @@ class ClusterConfig:
     actor_env: dict[str, str] = field(default_factory=dict)  # env vars of engine actors
     check_resources: bool = True  # fail at start when the pool cannot fit the cluster
 
+    # Custom Ray resources each engine actor needs (Ray's `resources=`): pins actors to node
+    # types, e.g. {"accelerator_type:H100": 0.001}, or one actor per node when every node
+    # advertises one unit of a resource (`ray start --resources`).
+    actor_resources: dict[str, float] = field(default_factory=dict)
+
 
 @dataclass
 class PoolConfig:

@@ -82,9 +82,12 @@ def check_resources(cfg: Config, available: dict) -> None:
     cl = cfg.cluster
     needs = {}
     if "generate" in cfg.steps:
+        need = {"CPU": cl.num_actors * cl.cpus_per_actor, "GPU": cl.num_actors * cl.gpus_per_actor}
+        need.update({name: cl.num_actors * amount for name, amount in cl.actor_resources.items()})
         needs["generate"] = (
-            {"CPU": cl.num_actors * cl.cpus_per_actor, "GPU": cl.num_actors * cl.gpus_per_actor},
-            "cluster.num_actors, cluster.cpus_per_actor or cluster.gpus_per_actor",
+            need,
+            "cluster.num_actors, cluster.cpus_per_actor, cluster.gpus_per_actor or "
+            "cluster.actor_resources",
         )
     if "tag" in cfg.steps:
         pools = [(model.name, model.pool) for model in tag.model_pools(cfg)]

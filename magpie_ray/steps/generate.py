@@ -372,6 +372,7 @@ def run_step(cfg, store: RunStore, seeds: list[dict] | None = None) -> StepStats
             ),
             num_cpus=cl.cpus_per_actor,
             num_gpus=cl.gpus_per_actor,
+            resources=dict(cl.actor_resources),
             runtime_env={"env_vars": dict(cl.actor_env)} if cl.actor_env else None,
         )
         for stats in ds.iter_rows():

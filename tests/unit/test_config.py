@@ -126,3 +126,12 @@ def test_cli_rejects_bad_input_in_seconds(args, needle):
     assert proc.returncode != 0
     assert needle in proc.stderr + proc.stdout, proc.stderr[-2000:]
     assert "Loading" not in proc.stderr + proc.stdout, "no model may load on bad input"
+
+
+def test_custom_actor_resources_count_against_the_cluster():
+    cfg = _compose("cluster.num_actors=2", "+cluster.actor_resources.engine_slot=1")
+    assert cfg.cluster.actor_resources == {"engine_slot": 1.0}
+    check_resources(cfg, {"CPU": 2.0, "engine_slot": 2.0})
+    with pytest.raises(ConfigError) as err:
+        check_resources(cfg, {"CPU": 2.0, "engine_slot": 1.0})
+    assert "engine_slot: needs 2, cluster has 1" in str(err.value)

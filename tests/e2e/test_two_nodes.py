@@ -1,0 +1,142 @@
+"""Two Ray nodes on this machine: a head (`ray start --head`) and a worker (`ray start
+--address`), each with its own temp dir and ports. The generate job, submitted with
+`ray job submit`, runs one engine actor on each node (every node advertises one `engine_slot`
+and every actor needs one, so placement is deterministic; Ray's state API confirms it) and
+writes to a `file://` output URI through pyarrow's filesystems, as it would to s3:// or gs://.
+
+Then the cluster is torn down, part files are removed as if the job had died before writing
+them, and the same command is resubmitted on a fresh two-node cluster: it regenerates exactly
+the missing rows and leaves the surviving files alone.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from magpie_ray.steps.seeds import row_uuid
+from tests.e2e.local_cluster import (
+    Cluster,
+    start_head,
+    start_worker,
+    submit,
+    teardown,
+    wait_for_job,
+)
+from tests.helpers import read_parts, run_uuids
+
+NUM_SAMPLES = 8
+RUN = "twonodes"
+SLOT = "engine_slot"
+
+
+def start_two_nodes() -> Cluster:
+    # Ray Data dispatches batches as soon as one actor of the pool is up; on a loaded machine
+    # the first engine can then finish all 8 rows before the second is even placed. Waiting for
+    # the whole pool makes "one engine per node" a property of the run, not of timing.
+    cluster = start_head(
+        num_cpus=2,
+        resources={SLOT: 1},
+        extra_env={"RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "300"},
+    )
+    try:
+        start_worker(cluster, "worker", num_cpus=2, resources={SLOT: 1})
+    except BaseException:
+        teardown(cluster)
+        raise
+    return cluster
+
+
+def overrides(model_path: Path, output_uri: str) -> list[str]:
+    return [
+        f"model.path={model_path}",
+        "model.name=tiny-chat",
+        "model.max_model_len=512",
+        "engine.kv_cache_gib=0.25",
+        "cluster.num_actors=2",
+        "cluster.batches_in_flight=2",
+        f"+cluster.actor_resources.{SLOT}=1",
+        f"generate.num_samples={NUM_SAMPLES}",
+        "generate.batch_size=2",
+        "generate.instruction.max_tokens=32",
+        "generate.response.max_tokens=48",
+        f"run_name={RUN}",
+        f"output_dir={output_uri}",
+    ]
+
+
+def run_job(cluster: Cluster, args: list[str]) -> str:
+    submission_id = submit(cluster, args)
+    status, logs = wait_for_job(cluster, submission_id)
+    assert status == "SUCCEEDED", f"job {submission_id} ended {status}; its logs:\n{logs}"
+    return logs
+
+
+def engine_actor_nodes(cluster: Cluster) -> tuple[list[str], set[str]]:
+    """(node id of every engine actor the cluster ran, ids of the cluster's nodes)."""
+    from ray.util.state import list_actors, list_nodes
+
+    actors = [
+        a
+        for a in list_actors(address=cluster.dashboard_url, detail=True, limit=1000)
+        if (a.required_resources or {}).get(SLOT)
+    ]
+    nodes = {n.node_id for n in list_nodes(address=cluster.dashboard_url)}
+    return [a.node_id for a in actors], nodes
+
+
+def invocation_counts(logs: str) -> tuple[int, int]:
+    """(rows generated, rows already done) from the run summary's `this invocation` line."""
+    match = re.search(r"this invocation: (\d+) rows generated \((\d+) already done\)", logs)
+    assert match, f"no run summary in the job's logs:\n{logs}"
+    return int(match.group(1)), int(match.group(2))
+
+
+@pytest.mark.slow
+def test_two_nodes_one_engine_each_and_a_resubmission_resumes(tiny_model_path, tmp_path):
+    out = tmp_path / "out"
+    run_dir = out / RUN
+    args = overrides(tiny_model_path, f"file://{out}")
+    expected = sorted(row_uuid(RUN, i) for i in range(NUM_SAMPLES))
+
+    cluster = start_two_nodes()
+    try:
+        logs = run_job(cluster, args)
+        actor_nodes, nodes = engine_actor_nodes(cluster)
+    finally:
+        teardown(cluster)
+    assert len(nodes) == 2, f"the cluster should have had two nodes, had {nodes}"
+    assert len(actor_nodes) == 2 and set(actor_nodes) == nodes, (
+        f"one engine actor per node expected; actors ran on {actor_nodes}, nodes {nodes}"
+    )
+    assert invocation_counts(logs) == (NUM_SAMPLES, 0)
+    kept, dropped = run_uuids(run_dir)
+    assert sorted(kept + dropped) == expected, "every sample must be written once"
+    for row in read_parts(run_dir / "generated"):
+        assert row["instruction"].strip() and row["response"].strip(), row
+
+    # As if the job had died before writing half of its parts: the resubmission on a fresh
+    # cluster must regenerate exactly their rows and leave the others untouched.
+    parts = sorted((run_dir / "generated").glob("part-*.parquet"))
+    assert len(parts) >= 2, f"expected several part files, found {parts}"
+    lost = parts[: len(parts) // 2]
+    lost_rows = sum(pq.read_metadata(p).num_rows for p in lost)
+    survivors = {p: p.stat().st_mtime_ns for p in parts[len(parts) // 2 :]}
+    for p in lost:
+        p.unlink()
+
+    cluster = start_two_nodes()
+    try:
+        logs = run_job(cluster, args)
+    finally:
+        teardown(cluster)
+    assert invocation_counts(logs) == (lost_rows, NUM_SAMPLES - lost_rows)
+    assert {p: p.stat().st_mtime_ns for p in survivors} == survivors, "a kept part was rewritten"
+    kept, dropped = run_uuids(run_dir)
+    assert sorted(kept + dropped) == expected, (
+        f"after the resubmission every sample must be written once: kept {len(kept)}, "
+        f"dropped {len(dropped)}, expected {NUM_SAMPLES}"
+    )
