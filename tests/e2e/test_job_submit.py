@@ -38,6 +38,7 @@ def job_overrides(model_path: Path, output_dir: str) -> list[str]:
         "generate.instruction.max_tokens=32",
         "generate.response.max_tokens=48",
         "run_name=jobtest",
+        "steps=[generate]",
         f"output_dir={output_dir}",
     ]
 

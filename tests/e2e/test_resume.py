@@ -23,6 +23,7 @@ def _command(model: Path, out: Path) -> list[str]:
         "-m",
         "magpie_ray",
         "run_name=resume",
+        "steps=[generate]",
         f"output_dir={out}",
         f"model.path={model}",
         "model.name=tiny-chat",

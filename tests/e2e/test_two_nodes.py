@@ -64,6 +64,7 @@ def overrides(model_path: Path, output_uri: str) -> list[str]:
         "generate.instruction.max_tokens=32",
         "generate.response.max_tokens=48",
         f"run_name={RUN}",
+        "steps=[generate]",
         f"output_dir={output_uri}",
     ]
 
