@@ -50,6 +50,16 @@ class EngineConfig:
 
 
 @dataclass
+class DecodingCell:
+    """One cell of a decoding grid: instruction sampling settings and their share of the rows."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    weight: float = 1.0
+
+
+@dataclass
 class InstructionSampling:
     """Sampling of the user instruction from the pre-query template (reference defaults)."""
 
@@ -58,7 +68,12 @@ class InstructionSampling:
     min_p: float = 0.0
     max_tokens: int = 2048
     stop_at_newline: bool = True  # the reference's "early stopping": one line per instruction
-    system_prompt: str | None = None  # a named system prompt of the family, None = default
+    # A decoding grid (the paper's Air / Pro grids): rows are spread over the cells in proportion
+    # to their weights; empty = every row samples with temperature / top_p / min_p above.
+    grid: list[DecodingCell] = field(default_factory=list)
+    # None = the family's default (its YAML keys of the same names).
+    sanitize: bool | None = None  # clean labels, numbering and leaked answers (sanitize.py)
+    banned_first_token_prefixes: list[str] | None = None  # e.g. ["#"]: no markdown header first
 
 
 @dataclass
@@ -74,6 +89,11 @@ class ResponseSampling:
 class GenerateConfig:
     num_samples: int = 32
     batch_size: int = 16  # rows per engine call and per part file
+    # Domain mixture: named system prompt -> weight; rows get prompts in proportion to the
+    # weights. "default" is the family's own pre-query; empty = every row uses it.
+    system_prompts: dict[str, float] = field(default_factory=dict)
+    # User-defined named system prompts (name -> text), usable in `system_prompts`.
+    custom_system_prompts: dict[str, str] = field(default_factory=dict)
     instruction: InstructionSampling = field(default_factory=InstructionSampling)
     response: ResponseSampling = field(default_factory=ResponseSampling)
 
@@ -153,17 +173,20 @@ def validate_static(cfg: Config) -> None:
     if gen.batch_size < 1:
         problems.append(f"generate.batch_size={gen.batch_size}: must be >= 1")
     for name, s in (("instruction", gen.instruction), ("response", gen.response)):
-        if s.temperature < 0:
-            problems.append(f"generate.{name}.temperature={s.temperature}: must be >= 0")
-        if not 0 < s.top_p <= 1:
-            problems.append(f"generate.{name}.top_p={s.top_p}: must be in (0, 1]")
         if not 0 < s.max_tokens < cfg.model.max_model_len:
             problems.append(
                 f"generate.{name}.max_tokens={s.max_tokens}: must be in "
                 f"[1, model.max_model_len={cfg.model.max_model_len})"
             )
-    if not 0 <= gen.instruction.min_p < 1:
-        problems.append(f"generate.instruction.min_p={gen.instruction.min_p}: must be in [0, 1)")
+    problems += _sampling_problems("generate.response", gen.response)
+    problems += _sampling_problems("generate.instruction", gen.instruction)
+    for i, cell in enumerate(gen.instruction.grid):
+        problems += _sampling_problems(f"generate.instruction.grid[{i}]", cell)
+        if cell.weight < 0:
+            problems.append(f"generate.instruction.grid[{i}].weight={cell.weight}: must be >= 0")
+    if gen.instruction.grid and not sum(c.weight for c in gen.instruction.grid) > 0:
+        problems.append("generate.instruction.grid: the cell weights must sum to more than 0")
+    problems += _mixture_problems("generate.system_prompts", gen.system_prompts)
     cl = cfg.cluster
     if cl.num_actors < 1:
         problems.append(f"cluster.num_actors={cl.num_actors}: must be >= 1")
@@ -183,3 +206,21 @@ def validate_static(cfg: Config) -> None:
         )
     if problems:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+
+
+def _sampling_problems(name: str, s) -> list[str]:
+    problems = []
+    if s.temperature < 0:
+        problems.append(f"{name}.temperature={s.temperature}: must be >= 0")
+    if not 0 < s.top_p <= 1:
+        problems.append(f"{name}.top_p={s.top_p}: must be in (0, 1]")
+    if not 0 <= getattr(s, "min_p", 0.0) < 1:
+        problems.append(f"{name}.min_p={s.min_p}: must be in [0, 1)")
+    return problems
+
+
+def _mixture_problems(name: str, weights: dict[str, float]) -> list[str]:
+    problems = [f"{name}.{k}={w}: a weight must be >= 0" for k, w in weights.items() if w < 0]
+    if weights and not sum(weights.values()) > 0:
+        problems.append(f"{name}: the weights must sum to more than 0")
+    return problems

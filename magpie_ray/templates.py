@@ -217,7 +217,8 @@ def render_pre_query(family: Family, system_prompt_key: str | None = None) -> st
     if family.system_prompt_template is None:
         raise TemplateError(
             f"family {family.name!r}: its chat template has no system turn, so system prompt"
-            f" {system_prompt_key!r} cannot be used; leave the system prompt unset"
+            f" {system_prompt_key!r} cannot be used; drop it from generate.system_prompts (only"
+            " 'default' works here) or pick a family with a system turn"
         )
     if system_prompt_key not in family.system_prompts:
         raise TemplateError(

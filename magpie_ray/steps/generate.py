@@ -27,7 +27,7 @@ from .. import templates
 from ..config import GenerateConfig, model_source
 from ..engines import Completion, Engine, EngineSettings, SamplingSpec, chat_prompt_ids, encode
 from ..storage import DROPPED_SCHEMA, RunStore, part_name
-from .seeds import make_seed_rows
+from .seeds import DEFAULT_SYSTEM_PROMPT, make_seed_rows
 
 STEP = "generate"
 
@@ -242,8 +242,20 @@ def generate_rows(
     return BatchResult(kept=kept, dropped=dropped, output_tokens=output_tokens)
 
 
+def resolve_family(family: templates.Family, cfg: GenerateConfig) -> templates.Family:
+    """`family` with the run's custom system prompts; raises `TemplateError` when the domain
+    mixture names a prompt the family lacks, or any prompt for a family without a system turn."""
+    family = templates.with_system_prompts(family, cfg.custom_system_prompts)
+    for key in cfg.system_prompts:
+        if key != DEFAULT_SYSTEM_PROMPT:
+            templates.render_pre_query(family, key)
+    return family
+
+
 def prepare_family(settings: GenerateSettings, tokenizer) -> templates.Family:
-    family = templates.load_family(settings.family_name, settings.template_dirs)
+    family = resolve_family(
+        templates.load_family(settings.family_name, settings.template_dirs), settings.generate
+    )
     templates.validate_against_tokenizer(family, tokenizer)
     return family
 
@@ -350,7 +362,7 @@ def run_step(cfg, store: RunStore, seeds: list[dict] | None = None) -> StepStats
 
     gen = cfg.generate
     if seeds is None:
-        seeds = make_seed_rows(cfg.run_name, cfg.seed, gen.num_samples, gen.instruction)
+        seeds = make_seed_rows(cfg.run_name, cfg.seed, gen.num_samples, gen)
     done = store.done_uuids(STEP)
     todo = [row for row in seeds if row["uuid"] not in done]
     started = time.perf_counter()
