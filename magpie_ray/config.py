@@ -86,6 +86,17 @@ class ResponseSampling:
 
 
 @dataclass
+class PreferenceSampling:
+    """K more responses per instruction, sampled in one request (n=K, so the prompt is shared),
+    stored as `responses` for preference pairs once a reward model scores them."""
+
+    num_responses: int = 0  # K >= 2 turns it on; 0 = off
+    temperature: float = 0.8  # the reference's
+    top_p: float = 1.0
+    max_tokens: int | None = None  # None = generate.response.max_tokens
+
+
+@dataclass
 class GenerateConfig:
     num_samples: int = 32
     batch_size: int = 16  # rows per engine call and per part file
@@ -94,8 +105,12 @@ class GenerateConfig:
     system_prompts: dict[str, float] = field(default_factory=dict)
     # User-defined named system prompts (name -> text), usable in `system_prompts`.
     custom_system_prompts: dict[str, str] = field(default_factory=dict)
+    # Conversation length: turns after the first are a follow-up instruction (sampled from the
+    # history under the family's multi_turn system prompt) and its response.
+    num_turns: int = 1
     instruction: InstructionSampling = field(default_factory=InstructionSampling)
     response: ResponseSampling = field(default_factory=ResponseSampling)
+    preference: PreferenceSampling = field(default_factory=PreferenceSampling)
 
 
 @dataclass
@@ -187,6 +202,21 @@ def validate_static(cfg: Config) -> None:
     if gen.instruction.grid and not sum(c.weight for c in gen.instruction.grid) > 0:
         problems.append("generate.instruction.grid: the cell weights must sum to more than 0")
     problems += _mixture_problems("generate.system_prompts", gen.system_prompts)
+    if gen.num_turns < 1:
+        problems.append(f"generate.num_turns={gen.num_turns}: must be >= 1")
+    pref = gen.preference
+    if pref.num_responses < 0 or pref.num_responses == 1:
+        problems.append(
+            f"generate.preference.num_responses={pref.num_responses}: 0 (off) or >= 2 (a pair"
+            " needs two responses to compare)"
+        )
+    if pref.num_responses:
+        problems += _sampling_problems("generate.preference", pref)
+        if pref.max_tokens is not None and not 0 < pref.max_tokens < cfg.model.max_model_len:
+            problems.append(
+                f"generate.preference.max_tokens={pref.max_tokens}: must be in "
+                f"[1, model.max_model_len={cfg.model.max_model_len})"
+            )
     cl = cfg.cluster
     if cl.num_actors < 1:
         problems.append(f"cluster.num_actors={cl.num_actors}: must be >= 1")

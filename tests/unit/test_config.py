@@ -151,6 +151,25 @@ def test_domain_mixture_the_family_cannot_serve_is_a_config_error(smollm2_path, 
         assert needle in str(err.value)
 
 
+def test_bad_turns_and_preference_settings_are_rejected():
+    cfg = _compose(
+        "generate.num_turns=0",
+        "generate.preference.num_responses=1",
+        "generate.preference.temperature=-1",
+    )
+    with pytest.raises(ConfigError) as err:
+        validate_static(cfg)
+    message = str(err.value)
+    assert "num_turns=0" in message and "num_responses=1" in message
+    assert "preference.temperature=-1" in message
+
+
+def test_multi_turn_needs_a_family_with_a_follow_up_template(smollm2_path):
+    cfg = _compose(f"model.path={smollm2_path}", "model.family=vicuna", "generate.num_turns=2")
+    with pytest.raises(ConfigError, match="no follow_up_template"):
+        preflight(cfg)
+
+
 def test_resources_the_cluster_cannot_hold_are_an_error():
     cfg = _compose("cluster=gpu")
     with pytest.raises(ConfigError) as err:
