@@ -97,6 +97,28 @@ class PreferenceSampling:
 
 
 @dataclass
+class BaseModelConfig:
+    """An optional base (non-chat) model that answers every first instruction through in-context
+    examples (URIAL-style), for the paper's reward difference. It runs in the same engine actor
+    as the generator; `path: null` turns it off."""
+
+    path: str | None = None  # local folder or Hub id of a base model, e.g. Meta-Llama-3-8B
+    name: str = ""  # recorded in `base_generator`; "" = path
+    kind: str = "vllm"  # vllm | hf
+    dtype: str = "auto"
+    max_model_len: int = 4096
+    tensor_parallel_size: int = 1
+    trust_remote_code: bool = False
+    # Both engines share the actor's GPUs: keep this plus engine.gpu_memory_utilization < 1.
+    gpu_memory_utilization: float = 0.4
+    kv_cache_gib: float | None = None  # required on CPU, like engine.kv_cache_gib
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 1024
+    examples_file: str | None = None  # None = the package's magpie_ray/examples/urial.yaml
+
+
+@dataclass
 class GenerateConfig:
     num_samples: int = 32
     batch_size: int = 16  # rows per engine call and per part file
@@ -111,6 +133,7 @@ class GenerateConfig:
     instruction: InstructionSampling = field(default_factory=InstructionSampling)
     response: ResponseSampling = field(default_factory=ResponseSampling)
     preference: PreferenceSampling = field(default_factory=PreferenceSampling)
+    base: BaseModelConfig = field(default_factory=BaseModelConfig)
 
 
 @dataclass
@@ -217,6 +240,7 @@ def validate_static(cfg: Config) -> None:
                 f"generate.preference.max_tokens={pref.max_tokens}: must be in "
                 f"[1, model.max_model_len={cfg.model.max_model_len})"
             )
+    problems += _base_model_problems(cfg)
     cl = cfg.cluster
     if cl.num_actors < 1:
         problems.append(f"cluster.num_actors={cl.num_actors}: must be >= 1")
@@ -253,4 +277,36 @@ def _mixture_problems(name: str, weights: dict[str, float]) -> list[str]:
     problems = [f"{name}.{k}={w}: a weight must be >= 0" for k, w in weights.items() if w < 0]
     if weights and not sum(weights.values()) > 0:
         problems.append(f"{name}: the weights must sum to more than 0")
+    return problems
+
+
+def _base_model_problems(cfg: Config) -> list[str]:
+    base = cfg.generate.base
+    if base.path is None:
+        return []
+    problems = []
+    if model_source(base.path) == "missing":
+        problems.append(f"generate.base.path={base.path} does not exist")
+    if base.kind not in ENGINE_KINDS:
+        problems.append(f"generate.base.kind={base.kind!r}; valid: {list(ENGINE_KINDS)}")
+    problems += _sampling_problems("generate.base", base)
+    if not 0 < base.max_tokens < base.max_model_len:
+        problems.append(
+            f"generate.base.max_tokens={base.max_tokens}: must be in "
+            f"[1, generate.base.max_model_len={base.max_model_len})"
+        )
+    on_gpu = bool(cfg.cluster.gpus_per_actor)
+    if not on_gpu and base.kind == "vllm" and base.kv_cache_gib is None:
+        problems.append(
+            "generate.base.kv_cache_gib is required on CPU actors: set e.g."
+            " generate.base.kv_cache_gib=1"
+        )
+    if on_gpu and base.gpu_memory_utilization + cfg.engine.gpu_memory_utilization >= 1:
+        problems.append(
+            f"generate.base.gpu_memory_utilization={base.gpu_memory_utilization} + "
+            f"engine.gpu_memory_utilization={cfg.engine.gpu_memory_utilization} >= 1: both"
+            " engines share the actor's GPUs; lower one of them"
+        )
+    if base.examples_file is not None and not Path(base.examples_file).expanduser().is_file():
+        problems.append(f"generate.base.examples_file={base.examples_file} does not exist")
     return problems

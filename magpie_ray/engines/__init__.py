@@ -160,6 +160,12 @@ def encode(tokenizer, text: str) -> list[int]:
         return list(tokenizer.encode(text, add_special_tokens=False))
 
 
+def encode_document(tokenizer, text: str) -> list[int]:
+    """Token ids of plain text for a base model: the tokenizer adds its own BOS, if any."""
+    with _TOKENIZER_LOCK:
+        return list(tokenizer.encode(text, add_special_tokens=True))
+
+
 def decode(tokenizer, ids: Sequence[int]) -> str:
     with _TOKENIZER_LOCK:
         return tokenizer.decode(list(ids), skip_special_tokens=True)

@@ -129,7 +129,7 @@ class BaseAnswerer(Protocol):
 
     name: str
 
-    def submit(self, instruction: str) -> Future: ...
+    def submit(self, instruction: str, seed: int | None = None) -> Future: ...
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,7 @@ class GenerateSettings:
     model_name: str
     generate: GenerateConfig
     run_uri: str
+    base_engine: EngineSettings | None = None  # the base model, when generate.base.path is set
 
 
 @dataclass
@@ -321,7 +322,7 @@ def _generate_row(ctx: _RowContext, row: dict) -> _Outcome:
     pref = cfg.preference
     pref_spec = preference_spec(row, spec, cfg, len(ids), ctx.max_model_len)
     pref_future = engine.submit(ids, pref_spec) if pref.num_responses else None
-    base_future = ctx.base.submit(instruction) if ctx.base else None
+    base_future = ctx.base.submit(instruction, row["seed"]) if ctx.base else None
     resp = response_future.result()
     out.output_tokens += resp.num_output_tokens
     response = resp.text.strip()
@@ -390,7 +391,7 @@ def _generate_row(ctx: _RowContext, row: dict) -> _Outcome:
         "multi_turn_stop_reason": stop_reason,
         "responses": [s.text.strip() for s in samples] if samples else None,
         "responses_finish_reasons": [s.finish_reason for s in samples] if samples else None,
-        "base_output": base.text.strip() if base is not None else None,
+        "base_output": base.text if base and base.finish_reason != "prompt_too_long" else None,
         "base_generator": ctx.base.name if ctx.base else None,
         "base_finish_reason": base.finish_reason if base is not None else None,
         "index": row["index"],
@@ -527,6 +528,7 @@ class GenerateActor:
         )
         self.settings = settings
         self.engine = load_engine(settings.engine)
+        self.base = _load_base_answerer(settings) if settings.base_engine else None
         self.store = RunStore(settings.run_uri)
         self.load_seconds = time.perf_counter() - started
         self._reported_load = False
@@ -543,6 +545,7 @@ class GenerateActor:
             s.model_name,
             s.engine.kind,
             s.engine.max_model_len,
+            self.base,
         )
         first = min(r["index"] for r in rows)
         name = part_name(first, [r["uuid"] for r in rows])
@@ -580,14 +583,48 @@ class StepStats:
     engine_load_seconds: float  # the slowest actor's model load
 
 
+def _load_base_answerer(settings: GenerateSettings):
+    from ..engines import load_engine
+    from .base_answers import BaseAnswerer, load_examples
+
+    base = settings.generate.base
+    spec = SamplingSpec(temperature=base.temperature, top_p=base.top_p, max_tokens=base.max_tokens)
+    return BaseAnswerer(
+        load_engine(settings.base_engine),
+        base.name or base.path,
+        load_examples(base.examples_file),
+        spec,
+        base.max_model_len,
+    )
+
+
+def _engine_path(path: str) -> str:
+    return str(Path(path).expanduser()) if model_source(path) == "local" else path
+
+
 def settings_from(cfg) -> GenerateSettings:
-    m, e = cfg.model, cfg.engine
+    m, e, base = cfg.model, cfg.engine, cfg.generate.base
+    base_engine = None
+    if base.path is not None:
+        base_engine = EngineSettings(
+            kind=base.kind,
+            model_path=_engine_path(base.path),
+            dtype=base.dtype,
+            max_model_len=base.max_model_len,
+            tensor_parallel_size=base.tensor_parallel_size,
+            trust_remote_code=base.trust_remote_code,
+            gpu_memory_utilization=base.gpu_memory_utilization,
+            kv_cache_gib=base.kv_cache_gib,
+            enforce_eager=e.enforce_eager,
+            max_num_seqs=e.max_num_seqs,
+            hf_batch_size=e.hf_batch_size,
+            seed=cfg.seed,
+        )
     return GenerateSettings(
+        base_engine=base_engine,
         engine=EngineSettings(
             kind=e.kind,
-            model_path=str(Path(m.path).expanduser())
-            if model_source(m.path) == "local"
-            else m.path,
+            model_path=_engine_path(m.path),
             dtype=m.dtype,
             max_model_len=m.max_model_len,
             tensor_parallel_size=m.tensor_parallel_size,

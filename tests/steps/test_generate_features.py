@@ -187,3 +187,30 @@ def test_a_failed_follow_up_ends_the_conversation_but_keeps_the_row(engines):
     assert row["turn_response_finish_reasons"] == ["stop", "length"]
     seeds = [s.seed for s in engine.specs]
     assert len(set(seeds)) == 3, "each turn samples with its own seed"
+
+
+def test_base_model_answers_every_kept_row(engines):
+    from magpie_ray.engines import SamplingSpec
+    from magpie_ray.steps.base_answers import BaseAnswerer, load_examples
+
+    # The tiny chat model on the HF engine stands in for a base model.
+    base = BaseAnswerer(
+        engines["hf"], "tiny-base", load_examples(), SamplingSpec(0.0, 24), max_model_len=2048
+    )
+    cfg = _cfg()
+    seeds = make_seed_rows("base", 0, 4, cfg)
+    result = generate_rows(
+        engines["vllm"], load_family("smollm2"), seeds, cfg, "tiny", "vllm", 512, base
+    )
+    pa.Table.from_pylist(result.kept, schema=GENERATED_SCHEMA)
+    assert result.kept
+    for row in result.kept:
+        assert row["base_generator"] == "tiny-base"
+        assert isinstance(row["base_output"], str) and "```" not in row["base_output"][-3:]
+        assert row["base_finish_reason"] in ("stop", "length")
+    plain = _run(engines["vllm"], "vllm", cfg, n=2, run="base")
+    assert all(r["base_output"] is None and r["base_generator"] is None for r in plain.kept)
+    # A context too small for the examples: no answer, and the reason says why.
+    small = BaseAnswerer(engines["hf"], "b", load_examples(), SamplingSpec(0.0, 8), 64)
+    done = small.submit("Why?").result()
+    assert (done.text, done.finish_reason) == ("", "prompt_too_long")

@@ -170,6 +170,23 @@ def test_multi_turn_needs_a_family_with_a_follow_up_template(smollm2_path):
         preflight(cfg)
 
 
+def test_base_model_settings_are_checked(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        validate_static(_compose(f"generate.base.path={tmp_path}/no-base"))
+    message = str(err.value)
+    assert "no-base does not exist" in message
+    assert "generate.base.kv_cache_gib is required" in message
+    with pytest.raises(ConfigError, match="generate.base.kind='tgi'"):
+        validate_static(_compose(f"generate.base.path={tmp_path}", "generate.base.kind=tgi"))
+    gpu = _compose(
+        "model=llama3-8b", "cluster=gpu", "generate.base.path=meta-llama/Meta-Llama-3-8B"
+    )
+    with pytest.raises(ConfigError, match="both engines share"):
+        validate_static(gpu)
+    gpu.generate.base.gpu_memory_utilization = 0.05
+    validate_static(gpu)
+
+
 def test_resources_the_cluster_cannot_hold_are_an_error():
     cfg = _compose("cluster=gpu")
     with pytest.raises(ConfigError) as err:
