@@ -307,6 +307,10 @@ def _base_model_problems(cfg: Config) -> list[str]:
             f"engine.gpu_memory_utilization={cfg.engine.gpu_memory_utilization} >= 1: both"
             " engines share the actor's GPUs; lower one of them"
         )
-    if base.examples_file is not None and not Path(base.examples_file).expanduser().is_file():
-        problems.append(f"generate.base.examples_file={base.examples_file} does not exist")
+    from .steps.base_answers import ExamplesError, load_examples
+
+    try:
+        load_examples(base.examples_file)
+    except ExamplesError as err:
+        problems.append(f"generate.base.examples_file: {err}")
     return problems

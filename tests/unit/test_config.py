@@ -185,6 +185,10 @@ def test_base_model_settings_are_checked(tmp_path):
         validate_static(gpu)
     gpu.generate.base.gpu_memory_utilization = 0.05
     validate_static(gpu)
+    (tmp_path / "shots.yaml").write_text("preamble: Hi\n")
+    gpu.generate.base.examples_file = str(tmp_path / "shots.yaml")
+    with pytest.raises(ConfigError, match="examples_file: .*shots.yaml: expected"):
+        validate_static(gpu)
 
 
 def test_resources_the_cluster_cannot_hold_are_an_error():
