@@ -13,6 +13,11 @@ Contract:
 - `follow_up_template` is appended to a conversation rendered by the chat template that ends with
   an assistant message, i.e. after the assistant's end-of-turn text (`<|eot_id|>` for Llama-3,
   `<|im_end|>\\n` for ChatML); it opens the next user turn.
+  `render_follow_up_prompt` renders that text with the chat template itself (history, then
+  everything before the next user's words), so multi-turn prompts are exactly what the model's
+  template produces; the YAML text documents it and validation checks that both agree.
+- Optional `banned_first_token_prefixes` and `sanitize` are the family's defaults for the
+  instruction-sampling options of the same names (see config.InstructionSampling).
 - `validate_against_tokenizer` runs before any model loads and raises `TemplateError` (or its
   subclass `TemplateMismatchError`) with the fix in the message. A family text that differs from
   the chat template's rendering only in ways the tokenizer erases (same token ids) is accepted,

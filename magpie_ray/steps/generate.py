@@ -33,10 +33,9 @@ import dataclasses
 import time
 import weakref
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import pyarrow as pa
 
@@ -54,6 +53,7 @@ from ..engines import (
 )
 from ..sanitize import sanitize_instruction
 from ..storage import DROPPED_SCHEMA, RunStore, part_name
+from .base_answers import BaseAnswerer, load_examples
 from .seeds import DEFAULT_SYSTEM_PROMPT, make_seed_rows
 
 STEP = "generate"
@@ -122,14 +122,6 @@ GENERATED_SCHEMA = pa.schema(
         ("index", pa.int64()),
     ]
 )
-
-
-class BaseAnswerer(Protocol):
-    """A base (non-chat) model answering instructions in context (see `base_answers.py`)."""
-
-    name: str
-
-    def submit(self, instruction: str, seed: int | None = None) -> Future: ...
 
 
 @dataclass(frozen=True)
@@ -585,7 +577,6 @@ class StepStats:
 
 def _load_base_answerer(settings: GenerateSettings):
     from ..engines import load_engine
-    from .base_answers import BaseAnswerer, load_examples
 
     base = settings.generate.base
     spec = SamplingSpec(temperature=base.temperature, top_p=base.top_p, max_tokens=base.max_tokens)
