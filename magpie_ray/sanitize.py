@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 # Words models use to label the instruction they are about to write.
 _LABELS = (
-    r"(?:User(?:'s)?\s+)?(?:Question|Instruction|Task|Query|Prompt|Request|Problem|Input|Exercise)"
+    r"(?:User(?:'s)?\s+)?(?:Question|Instruction|Task|Query|Prompt|Request|Problem|Exercise)"
     r"(?:\s*#?\d+)?|User|Q"
 )
 # "**Task**", "**Task:**", "__Question__:", "### Instruction" on its own line; "Question 3:", "Q:".
@@ -37,7 +37,7 @@ _QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "«": "»", "`": "`"}
 _ANSWER = re.compile(
     r"(?:^|\n|(?<=[.?!:)\]\"'”’])[ \t]+)"
     r"(?:#{1,6}\s*|\*\*|__)?"
-    r"(?:(?:Answer|Solution|Response|Output|Explanation|Assistant)\b\s*(?:\*\*|__)?\s*:"
+    r"(?:(?:Answer|Solution|Response|Explanation|Assistant)\b\s*(?:\*\*|__)?\s*:"
     r"|(?:Answer|Solution)\s*(?:\*\*|__)(?=\s)"
     r"|Step\s*1\b(?=\s*[:.)*#-]|\s*\n|\s*$)"
     r"|A:(?=\s))",

@@ -128,6 +128,8 @@ def test_cut_leaked_answer(raw, clean):
         "Describe step 1 of making bread.",
         "Answer: what does this acronym stand for?",  # at the start: not a leaked answer
         "Write a solution: a function that merges two sorted lists.",
+        # Input/Output examples are part of a task, not a leaked answer.
+        "Write a function that sums a list. Input: [1, 2, 3]. Output: 6.",
     ],
 )
 def test_cut_leaked_answer_leaves_ordinary_text(text):
