@@ -30,12 +30,14 @@ part file per batch itself (atomically), so finished batches survive a crash of 
 from __future__ import annotations
 
 import dataclasses
+import queue
 import time
 import weakref
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Generator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -264,19 +266,24 @@ class _Outcome:
     output_tokens: int = 0
 
 
-def _sample_instruction(ctx: _RowContext, prompt: list[int], spec: SamplingSpec) -> _Instruction:
+# A row's work is a generator: it yields each engine Future it needs and is sent the Future's
+# result (or thrown its exception), and returns its _Outcome; `_drive` runs a batch of them.
+RowSteps = Generator[Future, Any, Any]
+
+
+def _sample_instruction(ctx: _RowContext, prompt: list[int], spec: SamplingSpec) -> RowSteps:
     engine = ctx.engine
     if not ctx.banned_ids:
-        done = engine.submit(prompt, spec).result()
+        done = yield engine.submit(prompt, spec)
         return _Instruction(done.text, done.finish_reason, done.num_output_tokens)
-    first = engine.submit(
+    first = yield engine.submit(
         prompt, dataclasses.replace(spec, max_tokens=1, banned_token_ids=ctx.banned_ids)
-    ).result()
+    )
     if first.finish_reason == "stop" or spec.max_tokens == 1:
         return _Instruction(first.text, first.finish_reason, first.num_output_tokens)
-    rest = engine.submit(
+    rest = yield engine.submit(
         prompt + list(first.token_ids), dataclasses.replace(spec, max_tokens=spec.max_tokens - 1)
-    ).result()
+    )
     text = decode(engine.tokenizer, first.token_ids) + rest.text
     return _Instruction(text, rest.finish_reason, 1 + rest.num_output_tokens)
 
@@ -288,13 +295,13 @@ def _clean(ctx: _RowContext, raw: str) -> tuple[str, tuple[str, ...] | None]:
     return result.text, result.rules
 
 
-def _generate_row(ctx: _RowContext, row: dict) -> _Outcome:
-    """One row, start to end; blocks on the engine, so batches run rows in threads."""
+def _generate_row(ctx: _RowContext, row: dict) -> RowSteps:
+    """One row, start to end (returns its _Outcome); see `RowSteps`."""
     engine, family, cfg, tokenizer = ctx.engine, ctx.family, ctx.cfg, ctx.engine.tokenizer
     out = _Outcome()
     pre_query = templates.render_pre_query(family, row["system_prompt_key"])
     inst_spec = instruction_specs([row], family, ctx.stop_ids, cfg)[0]
-    inst = _sample_instruction(ctx, encode(tokenizer, pre_query), inst_spec)
+    inst = yield from _sample_instruction(ctx, encode(tokenizer, pre_query), inst_spec)
     out.output_tokens += inst.num_output_tokens
     if inst.finish_reason == "length":
         out.dropped = _drop(row, "instruction_truncated", inst.text)
@@ -315,7 +322,7 @@ def _generate_row(ctx: _RowContext, row: dict) -> _Outcome:
     pref_spec = preference_spec(row, spec, cfg, len(ids), ctx.max_model_len)
     pref_future = engine.submit(ids, pref_spec) if pref.num_responses else None
     base_future = ctx.base.submit(instruction, row["seed"]) if ctx.base else None
-    resp = response_future.result()
+    resp = yield response_future
     out.output_tokens += resp.num_output_tokens
     response = resp.text.strip()
     if not response:
@@ -325,17 +332,17 @@ def _generate_row(ctx: _RowContext, row: dict) -> _Outcome:
     turn_inst_reasons, turn_resp_reasons = [inst.finish_reason], [resp.finish_reason]
     stop_reason = None
     if cfg.num_turns > 1:
-        stop_reason, tokens = _follow_up_turns(
+        stop_reason, tokens = yield from _follow_up_turns(
             ctx, row, inst_spec, history, turn_inst_reasons, turn_resp_reasons
         )
         out.output_tokens += tokens
 
     samples: tuple[Completion, ...] = ()
     if pref_future is not None:
-        done = pref_future.result()
+        done = yield pref_future
         samples = done.samples or (done,)
         out.output_tokens += sum(s.num_output_tokens for s in samples)
-    base = base_future.result() if base_future is not None else None
+    base = (yield base_future) if base_future is not None else None
     res = cfg.response
     out.kept = {
         "uuid": row["uuid"],
@@ -398,8 +405,9 @@ def _follow_up_turns(
     history: list[dict[str, str]],
     inst_reasons: list[str],
     resp_reasons: list[str],
-) -> tuple[str | None, int]:
-    """Extend `history` (and the reason lists) to `num_turns` turns; (why it stopped, tokens)."""
+) -> RowSteps:
+    """Extend `history` (and the reason lists) to `num_turns` turns; returns (why it stopped,
+    tokens)."""
     engine, family, cfg, tokenizer = ctx.engine, ctx.family, ctx.cfg, ctx.engine.tokenizer
     system = family.system_prompts.get(MULTI_TURN_PROMPT)
     tokens = 0
@@ -410,7 +418,7 @@ def _follow_up_turns(
         if room <= 1:
             return "prompt_too_long", tokens
         spec = dataclasses.replace(inst_spec, seed=seed, max_tokens=min(inst_spec.max_tokens, room))
-        inst = _sample_instruction(ctx, prompt, spec)
+        inst = yield from _sample_instruction(ctx, prompt, spec)
         tokens += inst.num_output_tokens
         if inst.finish_reason == "length":
             return "instruction_truncated", tokens
@@ -422,7 +430,7 @@ def _follow_up_turns(
         if len(ids) >= ctx.max_model_len:
             return "prompt_too_long", tokens
         spec = response_spec(row, len(ids), family, ctx.stop_ids, cfg, ctx.max_model_len)
-        resp = engine.submit(ids, dataclasses.replace(spec, seed=seed)).result()
+        resp = yield engine.submit(ids, dataclasses.replace(spec, seed=seed))
         tokens += resp.num_output_tokens
         if not resp.text.strip():
             return "response_empty", tokens
@@ -453,10 +461,10 @@ def generate_rows(
 ) -> BatchResult:
     """Every turn of `rows` (seed rows); pure apart from the engine calls.
 
-    Rows run side by side in threads that share the engine, so a row's response is submitted
-    the moment its instruction is done and the engine never waits for the slowest row of the
-    batch. Optional row keys `response_max_tokens` and `ignore_eos` override the response
-    sampling per row (benchmark workloads use them).
+    Rows advance side by side in this thread, each as soon as its last engine call is done, so
+    a row's response is submitted the moment its instruction is done and the engine never waits
+    for the slowest row of the batch. Optional row keys `response_max_tokens` and `ignore_eos`
+    override the response sampling per row (benchmark workloads use them).
     """
     tokenizer = engine.tokenizer
     ctx = _RowContext(
@@ -471,15 +479,46 @@ def generate_rows(
         engine_kind=engine_kind,
         base=base,
     )
-    if not rows:
-        return BatchResult(kept=[], dropped=[], output_tokens=0)
-    with ThreadPoolExecutor(max_workers=len(rows), thread_name_prefix="row") as pool:
-        outcomes = list(pool.map(lambda row: _generate_row(ctx, row), rows))
+    outcomes = _drive([_generate_row(ctx, row) for row in rows])
     return BatchResult(
         kept=[o.kept for o in outcomes if o.kept is not None],
         dropped=sorted((o.dropped for o in outcomes if o.dropped), key=lambda d: d["index"]),
         output_tokens=sum(o.output_tokens for o in outcomes),
     )
+
+
+def _drive(steps: list[RowSteps]) -> list:
+    """Run row generators to their return values in the calling thread.
+
+    A finished Future only queues its row (the engine thread does nothing else); this thread
+    then sends the result into that row's generator, which does its CPU work (templates,
+    tokenizing) and yields its next Future. An exception a row does not handle fails the batch.
+    """
+    ready: queue.SimpleQueue = queue.SimpleQueue()
+    results: list = [None] * len(steps)
+    running = 0
+
+    def advance(i: int, done: Future | None) -> int:
+        """Resume row i; 1 if it waits on a new Future, 0 if it has returned."""
+        try:
+            if done is None:
+                future = next(steps[i])
+            elif done.exception() is not None:
+                future = steps[i].throw(done.exception())
+            else:
+                future = steps[i].send(done.result())
+        except StopIteration as finished:
+            results[i] = finished.value
+            return 0
+        future.add_done_callback(lambda f: ready.put((i, f)))
+        return 1
+
+    for i in range(len(steps)):
+        running += advance(i, None)
+    while running:
+        i, done = ready.get()
+        running += advance(i, done) - 1
+    return results
 
 
 def resolve_family(family: templates.Family, cfg: GenerateConfig) -> templates.Family:

@@ -214,3 +214,18 @@ def test_base_model_answers_every_kept_row(engines):
     small = BaseAnswerer(engines["hf"], "b", load_examples(), SamplingSpec(0.0, 8), 64)
     done = small.submit("Why?").result()
     assert (done.text, done.finish_reason) == ("", "prompt_too_long")
+
+
+def test_an_engine_error_fails_the_batch_instead_of_hanging(engines):
+    class FailingEngine(ScriptedEngine):
+        def submit(self, prompt, spec) -> Future:
+            future: Future = Future()
+            future.set_exception(RuntimeError("engine thread died"))
+            return future
+
+    engine = FailingEngine(engines["vllm"].tokenizer, [], [])
+    cfg = _cfg()
+    with pytest.raises(RuntimeError, match="engine thread died"):
+        generate_rows(
+            engine, load_family("smollm2"), make_seed_rows("f", 0, 3, cfg), cfg, "m", "vllm", 512
+        )
