@@ -91,7 +91,7 @@ def workload(name: str, pairs: int, seed: int) -> tuple[Config, list[dict]]:
         cluster=ClusterConfig(cpus_per_actor=0.5, batches_in_flight=4),
         generate=gen,
     )
-    rows = make_seed_rows(cfg.run_name, seed, pairs, gen.instruction)
+    rows = make_seed_rows(cfg.run_name, seed, pairs, gen)
     if name == "longtail":
         rng = random.Random(seed)
         for row in rows:

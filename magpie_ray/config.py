@@ -52,6 +52,16 @@ class EngineConfig:
 
 
 @dataclass
+class DecodingCell:
+    """One cell of a decoding grid: instruction sampling settings and their share of the rows."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    weight: float = 1.0
+
+
+@dataclass
 class InstructionSampling:
     """Sampling of the user instruction from the pre-query template (reference defaults)."""
 
@@ -60,7 +70,12 @@ class InstructionSampling:
     min_p: float = 0.0
     max_tokens: int = 2048
     stop_at_newline: bool = True  # the reference's "early stopping": one line per instruction
-    system_prompt: str | None = None  # a named system prompt of the family, None = default
+    # A decoding grid (the paper's Air / Pro grids): rows are spread over the cells in proportion
+    # to their weights; empty = every row samples with temperature / top_p / min_p above.
+    grid: list[DecodingCell] = field(default_factory=list)
+    # None = the family's default (its YAML keys of the same names).
+    sanitize: bool | None = None  # clean labels, numbering and leaked answers (sanitize.py)
+    banned_first_token_prefixes: list[str] | None = None  # e.g. ["#"]: no markdown header first
 
 
 @dataclass
@@ -73,11 +88,54 @@ class ResponseSampling:
 
 
 @dataclass
+class PreferenceSampling:
+    """K more responses per instruction, sampled in one request (n=K, so the prompt is shared),
+    stored as `responses` for preference pairs once a reward model scores them."""
+
+    num_responses: int = 0  # K >= 2 turns it on; 0 = off
+    temperature: float = 0.8  # the reference's
+    top_p: float = 1.0
+    max_tokens: int | None = None  # None = generate.response.max_tokens
+
+
+@dataclass
+class BaseModelConfig:
+    """An optional base (non-chat) model that answers every first instruction through in-context
+    examples (URIAL-style), for the paper's reward difference. It runs in the same engine actor
+    as the generator; `path: null` turns it off."""
+
+    path: str | None = None  # local folder or Hub id of a base model, e.g. Meta-Llama-3-8B
+    name: str = ""  # recorded in `base_generator`; "" = path
+    kind: str = "vllm"  # vllm | hf
+    dtype: str = "auto"
+    max_model_len: int = 4096
+    tensor_parallel_size: int = 1
+    trust_remote_code: bool = False
+    # Both engines share the actor's GPUs: keep this plus engine.gpu_memory_utilization < 1.
+    gpu_memory_utilization: float = 0.4
+    kv_cache_gib: float | None = None  # required on CPU, like engine.kv_cache_gib
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 1024
+    examples_file: str | None = None  # None = the package's magpie_ray/examples/urial.yaml
+
+
+@dataclass
 class GenerateConfig:
     num_samples: int = 32
     batch_size: int = 16  # rows per engine call and per part file
+    # Domain mixture: named system prompt -> weight; rows get prompts in proportion to the
+    # weights. "default" is the family's own pre-query; empty = every row uses it.
+    system_prompts: dict[str, float] = field(default_factory=dict)
+    # User-defined named system prompts (name -> text), usable in `system_prompts`.
+    custom_system_prompts: dict[str, str] = field(default_factory=dict)
+    # Conversation length: turns after the first are a follow-up instruction (sampled from the
+    # history under the family's multi_turn system prompt) and its response.
+    num_turns: int = 1
     instruction: InstructionSampling = field(default_factory=InstructionSampling)
     response: ResponseSampling = field(default_factory=ResponseSampling)
+    preference: PreferenceSampling = field(default_factory=PreferenceSampling)
+    base: BaseModelConfig = field(default_factory=BaseModelConfig)
 
 
 @dataclass
@@ -272,17 +330,36 @@ def validate_static(cfg: Config) -> None:
     if gen.batch_size < 1:
         problems.append(f"generate.batch_size={gen.batch_size}: must be >= 1")
     for name, s in (("instruction", gen.instruction), ("response", gen.response)):
-        if s.temperature < 0:
-            problems.append(f"generate.{name}.temperature={s.temperature}: must be >= 0")
-        if not 0 < s.top_p <= 1:
-            problems.append(f"generate.{name}.top_p={s.top_p}: must be in (0, 1]")
         if not 0 < s.max_tokens < cfg.model.max_model_len:
             problems.append(
                 f"generate.{name}.max_tokens={s.max_tokens}: must be in "
                 f"[1, model.max_model_len={cfg.model.max_model_len})"
             )
-    if not 0 <= gen.instruction.min_p < 1:
-        problems.append(f"generate.instruction.min_p={gen.instruction.min_p}: must be in [0, 1)")
+    problems += _sampling_problems("generate.response", gen.response)
+    problems += _sampling_problems("generate.instruction", gen.instruction)
+    for i, cell in enumerate(gen.instruction.grid):
+        problems += _sampling_problems(f"generate.instruction.grid[{i}]", cell)
+        if cell.weight < 0:
+            problems.append(f"generate.instruction.grid[{i}].weight={cell.weight}: must be >= 0")
+    if gen.instruction.grid and not sum(c.weight for c in gen.instruction.grid) > 0:
+        problems.append("generate.instruction.grid: the cell weights must sum to more than 0")
+    problems += _mixture_problems("generate.system_prompts", gen.system_prompts)
+    if gen.num_turns < 1:
+        problems.append(f"generate.num_turns={gen.num_turns}: must be >= 1")
+    pref = gen.preference
+    if pref.num_responses < 0 or pref.num_responses == 1:
+        problems.append(
+            f"generate.preference.num_responses={pref.num_responses}: 0 (off) or >= 2 (a pair"
+            " needs two responses to compare)"
+        )
+    if pref.num_responses:
+        problems += _sampling_problems("generate.preference", pref)
+        if pref.max_tokens is not None and not 0 < pref.max_tokens < cfg.model.max_model_len:
+            problems.append(
+                f"generate.preference.max_tokens={pref.max_tokens}: must be in "
+                f"[1, model.max_model_len={cfg.model.max_model_len})"
+            )
+    problems += _base_model_problems(cfg)
     cl = cfg.cluster
     if cl.num_actors < 1:
         problems.append(f"cluster.num_actors={cl.num_actors}: must be >= 1")
@@ -365,4 +442,58 @@ def tag_problems(cfg: Config) -> list[str]:
         problems.append(f"tag.part_rows={cfg.tag.part_rows}: must be >= 1")
     if cfg.tag.task_cpus <= 0:
         problems.append(f"tag.task_cpus={cfg.tag.task_cpus}: must be > 0")
+    return problems
+
+
+def _sampling_problems(name: str, s) -> list[str]:
+    problems = []
+    if s.temperature < 0:
+        problems.append(f"{name}.temperature={s.temperature}: must be >= 0")
+    if not 0 < s.top_p <= 1:
+        problems.append(f"{name}.top_p={s.top_p}: must be in (0, 1]")
+    if not 0 <= getattr(s, "min_p", 0.0) < 1:
+        problems.append(f"{name}.min_p={s.min_p}: must be in [0, 1)")
+    return problems
+
+
+def _mixture_problems(name: str, weights: dict[str, float]) -> list[str]:
+    problems = [f"{name}.{k}={w}: a weight must be >= 0" for k, w in weights.items() if w < 0]
+    if weights and not sum(weights.values()) > 0:
+        problems.append(f"{name}: the weights must sum to more than 0")
+    return problems
+
+
+def _base_model_problems(cfg: Config) -> list[str]:
+    base = cfg.generate.base
+    if base.path is None:
+        return []
+    problems = []
+    if model_source(base.path) == "missing":
+        problems.append(f"generate.base.path={base.path} does not exist")
+    if base.kind not in ENGINE_KINDS:
+        problems.append(f"generate.base.kind={base.kind!r}; valid: {list(ENGINE_KINDS)}")
+    problems += _sampling_problems("generate.base", base)
+    if not 0 < base.max_tokens < base.max_model_len:
+        problems.append(
+            f"generate.base.max_tokens={base.max_tokens}: must be in "
+            f"[1, generate.base.max_model_len={base.max_model_len})"
+        )
+    on_gpu = bool(cfg.cluster.gpus_per_actor)
+    if not on_gpu and base.kind == "vllm" and base.kv_cache_gib is None:
+        problems.append(
+            "generate.base.kv_cache_gib is required on CPU actors: set e.g."
+            " generate.base.kv_cache_gib=1"
+        )
+    if on_gpu and base.gpu_memory_utilization + cfg.engine.gpu_memory_utilization >= 1:
+        problems.append(
+            f"generate.base.gpu_memory_utilization={base.gpu_memory_utilization} + "
+            f"engine.gpu_memory_utilization={cfg.engine.gpu_memory_utilization} >= 1: both"
+            " engines share the actor's GPUs; lower one of them"
+        )
+    from .steps.base_answers import ExamplesError, load_examples
+
+    try:
+        load_examples(base.examples_file)
+    except ExamplesError as err:
+        problems.append(f"generate.base.examples_file: {err}")
     return problems

@@ -26,8 +26,9 @@ def preflight(cfg: Config) -> None:
     """Every check that needs no model weights and no cluster; raises ConfigError."""
     validate_static(cfg)
     try:
-        family = templates.load_family(cfg.model.family, cfg.template_dirs)
-        templates.render_pre_query(family, cfg.generate.instruction.system_prompt)
+        family = generate.resolve_family(
+            templates.load_family(cfg.model.family, cfg.template_dirs), cfg.generate
+        )
     except templates.TemplateError as err:
         raise ConfigError(f"model.family={cfg.model.family}: {err}") from err
     if cfg.engine.kind == "vllm" and importlib.util.find_spec("vllm") is None:

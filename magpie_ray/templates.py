@@ -13,6 +13,11 @@ Contract:
 - `follow_up_template` is appended to a conversation rendered by the chat template that ends with
   an assistant message, i.e. after the assistant's end-of-turn text (`<|eot_id|>` for Llama-3,
   `<|im_end|>\\n` for ChatML); it opens the next user turn.
+  `render_follow_up_prompt` renders that text with the chat template itself (history, then
+  everything before the next user's words), so multi-turn prompts are exactly what the model's
+  template produces; the YAML text documents it and validation checks that both agree.
+- Optional `banned_first_token_prefixes` and `sanitize` are the family's defaults for the
+  instruction-sampling options of the same names (see config.InstructionSampling).
 - `validate_against_tokenizer` runs before any model loads and raises `TemplateError` (or its
   subclass `TemplateMismatchError`) with the fix in the message. A family text that differs from
   the chat template's rendering only in ways the tokenizer erases (same token ids) is accepted,
@@ -23,6 +28,7 @@ Contract:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Mapping, Sequence
@@ -42,7 +48,14 @@ _ASSISTANT_SENTINEL = "MAGPIEASSISTANTSENTINEL"
 _SYSTEM_SENTINEL = "MAGPIESYSTEMSENTINEL"
 
 _REQUIRED_KEYS = ("name", "pre_query_template", "stop_strings", "stop_token_ids")
-_OPTIONAL_KEYS = ("models", "system_prompt_template", "system_prompts", "follow_up_template")
+_OPTIONAL_KEYS = (
+    "models",
+    "system_prompt_template",
+    "system_prompts",
+    "follow_up_template",
+    "banned_first_token_prefixes",
+    "sanitize",
+)
 _FAMILY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _FIX = "Fix: edit the family's YAML file or pick another `model.family`."
 
@@ -74,9 +87,17 @@ class Family:
     )
     follow_up_template: str | None = None
     models: tuple[str, ...] = ()
+    # Defaults of the instruction-sampling options of the same names (config may override them):
+    # vocabulary entries starting with these texts may not open an instruction, and whether the
+    # instruction sanitizer runs.
+    banned_first_token_prefixes: tuple[str, ...] = ()
+    sanitize: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stop_strings", tuple(self.stop_strings))
+        object.__setattr__(
+            self, "banned_first_token_prefixes", tuple(self.banned_first_token_prefixes)
+        )
         object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
         object.__setattr__(self, "models", tuple(self.models))
         object.__setattr__(self, "system_prompts", MappingProxyType(dict(self.system_prompts)))
@@ -169,6 +190,14 @@ def _parse_family_file(path: Path) -> Family:
     )
     data.setdefault("models", [])
     check("models", is_str_list(data["models"]), "a list of model names")
+    data.setdefault("banned_first_token_prefixes", [])
+    check(
+        "banned_first_token_prefixes",
+        is_str_list(data["banned_first_token_prefixes"]),
+        "a list of non-empty strings",
+    )
+    data.setdefault("sanitize", False)
+    check("sanitize", isinstance(data["sanitize"], bool), "true or false")
     for key in ("system_prompt_template", "follow_up_template"):
         data.setdefault(key, None)
         check(key, data[key] is None or (isinstance(data[key], str) and data[key]), "text or null")
@@ -193,7 +222,8 @@ def render_pre_query(family: Family, system_prompt_key: str | None = None) -> st
     if family.system_prompt_template is None:
         raise TemplateError(
             f"family {family.name!r}: its chat template has no system turn, so system prompt"
-            f" {system_prompt_key!r} cannot be used; leave the system prompt unset"
+            f" {system_prompt_key!r} cannot be used; drop it from generate.system_prompts (only"
+            " 'default' works here) or pick a family with a system turn"
         )
     if system_prompt_key not in family.system_prompts:
         raise TemplateError(
@@ -204,6 +234,38 @@ def render_pre_query(family: Family, system_prompt_key: str | None = None) -> st
     return family.system_prompt_template.replace(
         SYSTEM_PROMPT_PLACEHOLDER, family.system_prompts[system_prompt_key]
     )
+
+
+def with_system_prompts(family: Family, extra: Mapping[str, str]) -> Family:
+    """`family` with user-defined named system prompts added (a user's name wins over the
+    family's); validating the result checks them against the tokenizer like shipped ones."""
+    if not extra:
+        return family
+    if family.system_prompt_template is None:
+        raise TemplateError(
+            f"family {family.name!r}: its chat template has no system turn, so custom system"
+            f" prompts {sorted(extra)} cannot be used; leave generate.custom_system_prompts empty"
+        )
+    empty = sorted(k for k, v in extra.items() if not v)
+    if empty:
+        raise TemplateError(f"custom system prompts {empty} are empty")
+    return dataclasses.replace(family, system_prompts={**family.system_prompts, **extra})
+
+
+def render_follow_up_prompt(
+    tokenizer: Any, history: Sequence[Mapping[str, str]], system_prompt: str | None
+) -> str:
+    """The text that makes a chat model write the next user turn of `history`.
+
+    `history` alternates user and assistant messages and ends with an assistant one; the chat
+    template renders it (under `system_prompt` when given) followed by the opening of a new user
+    turn, which is what `follow_up_template` describes and what `validate_against_tokenizer`
+    checks against it.
+    """
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages += [dict(m) for m in history]
+    messages.append({"role": "user", "content": _USER_SENTINEL})
+    return _render_prefix(tokenizer, messages)
 
 
 def validate_against_tokenizer(family: Family, tokenizer: Any) -> None:

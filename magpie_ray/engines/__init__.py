@@ -7,6 +7,10 @@ background thread per engine owns the model and keeps it fed (vLLM: continuous b
 every request in flight; HF: micro-batches of waiting requests), so a caller that submits a
 response the moment its instruction is done never waits for other rows' long answers. Stop
 strings and stop token ids are excluded from `text`; `finish_reason` is "stop" or "length".
+A spec with `n` > 1 samples n continuations of one prompt (sample j seeded with seed + j, as
+vLLM does); the Completion then describes sample 0 and `samples` holds all n.
+`banned_token_ids` may not be sampled at all (engines apply them to every step of the request;
+callers that want a first-token-only ban ask for one token, then continue without the ban).
 `import vllm` happens only in `vllm_engine`, so this package imports without vLLM.
 """
 
@@ -33,6 +37,8 @@ class SamplingSpec:
     # Constrained decoding: ("json", schema as JSON text) or ("regex", pattern). vLLM enforces
     # it; the HF engine samples unconstrained, so callers must still parse defensively.
     structured: tuple[str, str] | None = None
+    n: int = 1
+    banned_token_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,8 @@ class Completion:
     num_prompt_tokens: int
     num_output_tokens: int
     finish_reason: str  # "stop" | "length"
+    token_ids: tuple[int, ...] = ()  # generated ids (stop ids and text past a stop included)
+    samples: tuple[Completion, ...] = ()  # all n samples when the spec asked for n > 1
 
 
 class Engine(Protocol):
@@ -153,6 +161,26 @@ def encode(tokenizer, text: str) -> list[int]:
     """Token ids of an already-rendered prompt: the template carries its own special tokens."""
     with _TOKENIZER_LOCK:
         return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def encode_document(tokenizer, text: str) -> list[int]:
+    """Token ids of plain text for a base model: the tokenizer adds its own BOS, if any."""
+    with _TOKENIZER_LOCK:
+        return list(tokenizer.encode(text, add_special_tokens=True))
+
+
+def decode(tokenizer, ids: Sequence[int]) -> str:
+    with _TOKENIZER_LOCK:
+        return tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+def follow_up_prompt_ids(tokenizer, history: list[dict[str, str]], system: str | None) -> list[int]:
+    """Token ids that make the model write the next user turn after `history` (see templates)."""
+    from ..templates import render_follow_up_prompt
+
+    with _TOKENIZER_LOCK:
+        text = render_follow_up_prompt(tokenizer, history, system)
+    return encode(tokenizer, text)
 
 
 def chat_prompt_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:

@@ -8,7 +8,10 @@ per-row seeds). Sampling order matches vLLM's: temperature, then min_p, then top
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Sequence
+from concurrent.futures import Future
 
 from . import BackgroundEngine, Completion, EngineSettings, SamplingSpec, resolve_dtype
 
@@ -38,7 +41,15 @@ class HFEngine(BackgroundEngine):
         super().__init__()
 
     def _serve(self, new_requests: list) -> bool:
-        self._waiting.extend(new_requests)
+        for prompt, spec, future in new_requests:
+            if spec.n == 1:
+                self._waiting.append((prompt, spec, future))
+                continue
+            children = [Future() for _ in range(spec.n)]
+            for j, child in enumerate(children):
+                seed = None if spec.seed is None else spec.seed + j
+                self._waiting.append((prompt, dataclasses.replace(spec, n=1, seed=seed), child))
+            children[-1].add_done_callback(functools.partial(_gather, future, children))
         batch, self._waiting = self._waiting[: self.batch_size], self._waiting[self.batch_size :]
         if batch:
             prompts, specs, futures = zip(*batch, strict=True)
@@ -102,6 +113,7 @@ class HFEngine(BackgroundEngine):
                 num_prompt_tokens=len(prompts[i]),
                 num_output_tokens=len(tokens[i]),
                 finish_reason=finish[i] or "length",
+                token_ids=tuple(tokens[i]),
             )
             for i in range(n)
         ]
@@ -129,7 +141,16 @@ class HFEngine(BackgroundEngine):
         return gen
 
 
+def _gather(parent: Future, children: list[Future], _last: Future) -> None:
+    """Resolve an n > 1 request once its samples (served in order, so the last one last) are."""
+    samples = tuple(child.result() for child in children)
+    parent.set_result(dataclasses.replace(samples[0], samples=samples))
+
+
 def _sample(torch, logits, spec: SamplingSpec, generator) -> int:
+    if spec.banned_token_ids:
+        logits = logits.clone()
+        logits[list(spec.banned_token_ids)] = float("-inf")
     if spec.temperature == 0:
         return int(logits.argmax())
     probs = torch.softmax(logits / spec.temperature, dim=-1)

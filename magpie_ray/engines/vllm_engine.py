@@ -6,6 +6,7 @@ each with its own SamplingParams (per-row seeds). The model input is the caller'
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -48,6 +49,7 @@ def llm_kwargs(settings: EngineSettings, on_gpu: bool) -> dict:
 def sampling_params(spec: SamplingSpec):
     """vLLM's SamplingParams for one request (benchmarks use it for their raw engine too)."""
     from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
 
     structured = None
     if spec.structured is not None:
@@ -58,6 +60,11 @@ def sampling_params(spec: SamplingSpec):
             **{kind: json.loads(value) if kind == "json" else value}
         )
     return SamplingParams(
+        n=spec.n,
+        # -100 is vLLM's floor: a banned token's probability is below e^-100 of the others'.
+        logit_bias=dict.fromkeys(spec.banned_token_ids, -100.0) or None,
+        # One output per request, with all n samples, once every sample is done.
+        output_kind=RequestOutputKind.FINAL_ONLY,
         temperature=spec.temperature,
         top_p=spec.top_p,
         min_p=spec.min_p,
@@ -101,13 +108,18 @@ class VLLMEngine(BackgroundEngine):
         for out in self._engine.step():
             if not out.finished:
                 continue
-            sample = out.outputs[0]
-            self._futures.pop(out.request_id).set_result(
+            samples = tuple(
                 Completion(
                     text=sample.text,
                     num_prompt_tokens=len(out.prompt_token_ids),
                     num_output_tokens=len(sample.token_ids),
                     finish_reason=sample.finish_reason or "stop",
+                    token_ids=tuple(sample.token_ids),
                 )
+                for sample in sorted(out.outputs, key=lambda s: s.index)
+            )
+            first = samples[0]
+            self._futures.pop(out.request_id).set_result(
+                dataclasses.replace(first, samples=samples) if len(samples) > 1 else first
             )
         return bool(self._futures)

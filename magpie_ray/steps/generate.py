@@ -1,37 +1,69 @@
-"""Generate step: pre-query template -> instruction -> response, on a Ray Data actor pool.
+"""Generate step: pre-query template -> instruction -> response [-> follow-up turns], on a Ray
+Data actor pool.
 
 Reads seed rows (see `seeds.py`). Writes `generated/` parts with the columns of
 `GENERATED_SCHEMA` (the released Magpie fields that apply, plus finish reasons and token counts)
 and `dropped/generate/` parts for rows dropped with a reason:
 
 - `instruction_truncated`: the instruction hit its max_tokens (finish_reason "length")
-- `instruction_empty`: nothing but whitespace before the stop
+- `instruction_empty`: nothing but whitespace before the stop (or after the sanitizer)
 - `prompt_too_long`: the response prompt leaves no room under model.max_model_len
 - `response_empty`: the response is empty
 
-Each engine actor loads its model once and serves both calls of every row it gets; it writes a
+Per row, in order: the instruction is sampled from the row's pre-query (its system prompt and
+decoding-grid cell come from the seed row; with `banned_first_token_prefixes`, a one-token
+request that bans them picks the first token and a second request continues from it, since vLLM
+V1 has no per-request logits processors); the sanitizer (optional) cleans it, keeping
+`raw_instruction` and recording the rules that fired; the response is sampled from the chat
+template. With preference sampling one more request (n=K) writes `responses`; with a base model
+its engine writes `base_output`; both are submitted with the response and run beside it. Turns
+after the first continue the conversation: a follow-up instruction sampled from the history
+(under the family's `multi_turn` system prompt, when it has one) and its response, without the
+system prompt. A follow-up turn that fails (truncated, empty, too long) ends the conversation
+early instead of dropping the row: `num_turns` says how many turns it has and
+`multi_turn_stop_reason` why it stopped. `instruction` / `response` are always the first turn.
+
+Each engine actor loads its model once and serves every call of every row it gets; it writes a
 part file per batch itself (atomically), so finished batches survive a crash of anything else.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import queue
 import time
-from collections.abc import Sequence
-from concurrent.futures import Future, as_completed
+import weakref
+from collections.abc import Generator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
 from .. import templates
 from ..config import GenerateConfig, model_source
-from ..engines import Completion, Engine, EngineSettings, SamplingSpec, chat_prompt_ids, encode
+from ..engines import (
+    Completion,
+    Engine,
+    EngineSettings,
+    SamplingSpec,
+    chat_prompt_ids,
+    decode,
+    encode,
+    follow_up_prompt_ids,
+)
+from ..sanitize import sanitize_instruction
 from ..storage import DROPPED_SCHEMA, RunStore, part_name
-from .seeds import make_seed_rows
+from .base_answers import BaseAnswerer, load_examples
+from .seeds import DEFAULT_SYSTEM_PROMPT, make_seed_rows
 
 STEP = "generate"
+# The family system prompt that follow-up instructions are sampled under, when it has one.
+MULTI_TURN_PROMPT = "multi_turn"
 
 _TURN = pa.struct([("from", pa.string()), ("value", pa.string())])
+_STRINGS = pa.list_(pa.string())
 GENERATED_SCHEMA = pa.schema(
     [
         ("uuid", pa.string()),
@@ -49,6 +81,9 @@ GENERATED_SCHEMA = pa.schema(
                     ("pre_query_template", pa.string()),
                     ("system_prompt_key", pa.string()),
                     ("stop_at_newline", pa.bool_()),
+                    ("sanitizer_rules", _STRINGS),  # null: sanitizer off; first turn's rules
+                    ("banned_first_token_prefixes", _STRINGS),
+                    ("num_turns", pa.int64()),  # requested; the `num_turns` column has the result
                 ]
             ),
         ),
@@ -64,6 +99,10 @@ GENERATED_SCHEMA = pa.schema(
                     ("max_tokens", pa.int64()),
                     ("output_generator", pa.string()),
                     ("engine", pa.string()),
+                    ("num_responses", pa.int64()),  # K of `responses`; 0 = off
+                    ("responses_temperature", pa.float64()),
+                    ("responses_top_p", pa.float64()),
+                    ("responses_max_tokens", pa.int64()),
                 ]
             ),
         ),
@@ -72,6 +111,16 @@ GENERATED_SCHEMA = pa.schema(
         ("instruction_tokens", pa.int64()),
         ("response_tokens", pa.int64()),
         ("response_prompt_tokens", pa.int64()),
+        ("raw_instruction", pa.string()),  # the first instruction before the sanitizer
+        ("num_turns", pa.int64()),
+        ("turn_instruction_finish_reasons", _STRINGS),  # one per turn in `conversations`
+        ("turn_response_finish_reasons", _STRINGS),
+        ("multi_turn_stop_reason", pa.string()),  # null unless a follow-up turn failed
+        ("responses", _STRINGS),  # preference samples of the first turn; null when off
+        ("responses_finish_reasons", _STRINGS),
+        ("base_output", pa.string()),  # the base model's answer; null when off
+        ("base_generator", pa.string()),
+        ("base_finish_reason", pa.string()),
         ("index", pa.int64()),
     ]
 )
@@ -87,6 +136,7 @@ class GenerateSettings:
     model_name: str
     generate: GenerateConfig
     run_uri: str
+    base_engine: EngineSettings | None = None  # the base model, when generate.base.path is set
 
 
 @dataclass
@@ -147,6 +197,258 @@ def response_spec(
     )
 
 
+def preference_spec(
+    row: dict, response: SamplingSpec, cfg: GenerateConfig, prompt_len: int, max_model_len: int
+) -> SamplingSpec:
+    """K samples of the first response in one request (sample j seeded with the row seed + j)."""
+    pref = cfg.preference
+    return dataclasses.replace(
+        response,
+        n=pref.num_responses,
+        temperature=pref.temperature,
+        top_p=pref.top_p,
+        max_tokens=min(pref.max_tokens or cfg.response.max_tokens, max_model_len - prompt_len),
+        seed=row["seed"],
+    )
+
+
+def turn_seed(seed: int, turn: int) -> int:
+    """The sampling seed of turn `turn` (1-based) of a row; turn 1 keeps the row seed."""
+    return (seed + (turn - 1) * 1_000_003) % 2**31
+
+
+_BANNED_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def banned_first_token_ids(tokenizer, prefixes: Sequence[str]) -> tuple[int, ...]:
+    """Ids of vocabulary entries whose text, leading spaces removed, starts with a prefix.
+
+    "#" bans "#", "##", " ###", "#include" ...: every way to open a markdown header. Decoding the
+    vocabulary takes a second or two, so the result is kept per tokenizer object.
+    """
+    if not prefixes:
+        return ()
+    cache = _BANNED_CACHE.setdefault(tokenizer, {})
+    key = tuple(prefixes)
+    if key not in cache:
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        cache[key] = tuple(i for i, text in enumerate(texts) if text.lstrip().startswith(key))
+    return cache[key]
+
+
+@dataclass(frozen=True)
+class _Instruction:
+    text: str
+    finish_reason: str
+    num_output_tokens: int
+
+
+@dataclass(frozen=True)
+class _RowContext:
+    """What every row of a batch shares."""
+
+    engine: Engine
+    family: templates.Family
+    cfg: GenerateConfig
+    stop_ids: tuple[int, ...]
+    banned_ids: tuple[int, ...]
+    sanitize: bool
+    max_model_len: int
+    model_name: str
+    engine_kind: str
+    base: BaseAnswerer | None
+
+
+@dataclass
+class _Outcome:
+    kept: dict | None = None
+    dropped: dict | None = None
+    output_tokens: int = 0
+
+
+# A row's work is a generator: it yields each engine Future it needs and is sent the Future's
+# result (or thrown its exception), and returns its _Outcome; `_drive` runs a batch of them.
+RowSteps = Generator[Future, Any, Any]
+
+
+def _sample_instruction(ctx: _RowContext, prompt: list[int], spec: SamplingSpec) -> RowSteps:
+    engine = ctx.engine
+    if not ctx.banned_ids:
+        done = yield engine.submit(prompt, spec)
+        return _Instruction(done.text, done.finish_reason, done.num_output_tokens)
+    first = yield engine.submit(
+        prompt, dataclasses.replace(spec, max_tokens=1, banned_token_ids=ctx.banned_ids)
+    )
+    if first.finish_reason == "stop" or spec.max_tokens == 1:
+        return _Instruction(first.text, first.finish_reason, first.num_output_tokens)
+    rest = yield engine.submit(
+        prompt + list(first.token_ids), dataclasses.replace(spec, max_tokens=spec.max_tokens - 1)
+    )
+    text = decode(engine.tokenizer, first.token_ids) + rest.text
+    return _Instruction(text, rest.finish_reason, 1 + rest.num_output_tokens)
+
+
+def _clean(ctx: _RowContext, raw: str) -> tuple[str, tuple[str, ...] | None]:
+    if not ctx.sanitize:
+        return raw, None
+    result = sanitize_instruction(raw)
+    return result.text, result.rules
+
+
+def _generate_row(ctx: _RowContext, row: dict) -> RowSteps:
+    """One row, start to end (returns its _Outcome); see `RowSteps`."""
+    engine, family, cfg, tokenizer = ctx.engine, ctx.family, ctx.cfg, ctx.engine.tokenizer
+    out = _Outcome()
+    pre_query = templates.render_pre_query(family, row["system_prompt_key"])
+    inst_spec = instruction_specs([row], family, ctx.stop_ids, cfg)[0]
+    inst = yield from _sample_instruction(ctx, encode(tokenizer, pre_query), inst_spec)
+    out.output_tokens += inst.num_output_tokens
+    if inst.finish_reason == "length":
+        out.dropped = _drop(row, "instruction_truncated", inst.text)
+        return out
+    raw = inst.text.strip()
+    instruction, rules = _clean(ctx, raw)
+    if not instruction:
+        out.dropped = _drop(row, "instruction_empty", inst.text)
+        return out
+    history = [{"role": "user", "content": instruction}]
+    ids = chat_prompt_ids(tokenizer, history)
+    if len(ids) >= ctx.max_model_len:
+        out.dropped = _drop(row, "prompt_too_long", instruction)
+        return out
+    spec = response_spec(row, len(ids), family, ctx.stop_ids, cfg, ctx.max_model_len)
+    response_future = engine.submit(ids, spec)
+    pref = cfg.preference
+    pref_spec = preference_spec(row, spec, cfg, len(ids), ctx.max_model_len)
+    pref_future = engine.submit(ids, pref_spec) if pref.num_responses else None
+    base_future = ctx.base.submit(instruction, row["seed"]) if ctx.base else None
+    resp = yield response_future
+    out.output_tokens += resp.num_output_tokens
+    response = resp.text.strip()
+    if not response:
+        out.dropped = _drop(row, "response_empty", instruction)
+        return out
+    history.append({"role": "assistant", "content": response})
+    turn_inst_reasons, turn_resp_reasons = [inst.finish_reason], [resp.finish_reason]
+    stop_reason = None
+    if cfg.num_turns > 1:
+        stop_reason, tokens = yield from _follow_up_turns(
+            ctx, row, inst_spec, history, turn_inst_reasons, turn_resp_reasons
+        )
+        out.output_tokens += tokens
+
+    samples: tuple[Completion, ...] = ()
+    if pref_future is not None:
+        done = yield pref_future
+        samples = done.samples or (done,)
+        out.output_tokens += sum(s.num_output_tokens for s in samples)
+    base = (yield base_future) if base_future is not None else None
+    res = cfg.response
+    out.kept = {
+        "uuid": row["uuid"],
+        "model": ctx.model_name,
+        "gen_input_configs": {
+            "temperature": row["temperature"],
+            "top_p": row["top_p"],
+            "min_p": row["min_p"],
+            "max_tokens": row["max_tokens"],
+            "input_generator": ctx.model_name,
+            "seed": row["seed"],
+            "pre_query_template": pre_query,
+            "system_prompt_key": row["system_prompt_key"],
+            "stop_at_newline": cfg.instruction.stop_at_newline,
+            "sanitizer_rules": None if rules is None else list(rules),
+            "banned_first_token_prefixes": list(_banned_prefixes(family, cfg)),
+            "num_turns": cfg.num_turns,
+        },
+        "instruction": instruction,
+        "response": response,
+        "conversations": [
+            {"from": "human" if m["role"] == "user" else "gpt", "value": m["content"]}
+            for m in history
+        ],
+        "gen_response_configs": {
+            "temperature": res.temperature,
+            "top_p": res.top_p,
+            "max_tokens": spec.max_tokens,
+            "output_generator": ctx.model_name,
+            "engine": ctx.engine_kind,
+            "num_responses": pref.num_responses,
+            "responses_temperature": pref.temperature if pref.num_responses else None,
+            "responses_top_p": pref.top_p if pref.num_responses else None,
+            "responses_max_tokens": pref_spec.max_tokens if pref.num_responses else None,
+        },
+        "instruction_finish_reason": inst.finish_reason,
+        "response_finish_reason": resp.finish_reason,
+        "instruction_tokens": inst.num_output_tokens,
+        "response_tokens": resp.num_output_tokens,
+        "response_prompt_tokens": len(ids),
+        "raw_instruction": raw,
+        "num_turns": len(history) // 2,
+        "turn_instruction_finish_reasons": turn_inst_reasons,
+        "turn_response_finish_reasons": turn_resp_reasons,
+        "multi_turn_stop_reason": stop_reason,
+        "responses": [s.text.strip() for s in samples] if samples else None,
+        "responses_finish_reasons": [s.finish_reason for s in samples] if samples else None,
+        "base_output": base.text if base and base.finish_reason != "prompt_too_long" else None,
+        "base_generator": ctx.base.name if ctx.base else None,
+        "base_finish_reason": base.finish_reason if base is not None else None,
+        "index": row["index"],
+    }
+    return out
+
+
+def _follow_up_turns(
+    ctx: _RowContext,
+    row: dict,
+    inst_spec: SamplingSpec,
+    history: list[dict[str, str]],
+    inst_reasons: list[str],
+    resp_reasons: list[str],
+) -> RowSteps:
+    """Extend `history` (and the reason lists) to `num_turns` turns; returns (why it stopped,
+    tokens)."""
+    engine, family, cfg, tokenizer = ctx.engine, ctx.family, ctx.cfg, ctx.engine.tokenizer
+    system = family.system_prompts.get(MULTI_TURN_PROMPT)
+    tokens = 0
+    for turn in range(2, cfg.num_turns + 1):
+        seed = turn_seed(row["seed"], turn)
+        prompt = follow_up_prompt_ids(tokenizer, history, system)
+        room = ctx.max_model_len - len(prompt)
+        if room <= 1:
+            return "prompt_too_long", tokens
+        spec = dataclasses.replace(inst_spec, seed=seed, max_tokens=min(inst_spec.max_tokens, room))
+        inst = yield from _sample_instruction(ctx, prompt, spec)
+        tokens += inst.num_output_tokens
+        if inst.finish_reason == "length":
+            return "instruction_truncated", tokens
+        instruction, _ = _clean(ctx, inst.text.strip())
+        if not instruction:
+            return "instruction_empty", tokens
+        messages = [*history, {"role": "user", "content": instruction}]
+        ids = chat_prompt_ids(tokenizer, messages)
+        if len(ids) >= ctx.max_model_len:
+            return "prompt_too_long", tokens
+        spec = response_spec(row, len(ids), family, ctx.stop_ids, cfg, ctx.max_model_len)
+        resp = yield engine.submit(ids, dataclasses.replace(spec, seed=seed))
+        tokens += resp.num_output_tokens
+        if not resp.text.strip():
+            return "response_empty", tokens
+        history += [messages[-1], {"role": "assistant", "content": resp.text.strip()}]
+        inst_reasons.append(inst.finish_reason)
+        resp_reasons.append(resp.finish_reason)
+    return None, tokens
+
+
+def _banned_prefixes(family: templates.Family, cfg: GenerateConfig) -> tuple[str, ...]:
+    chosen = cfg.instruction.banned_first_token_prefixes
+    return tuple(family.banned_first_token_prefixes if chosen is None else chosen)
+
+
+def _sanitizes(family: templates.Family, cfg: GenerateConfig) -> bool:
+    return family.sanitize if cfg.instruction.sanitize is None else cfg.instruction.sanitize
+
+
 def generate_rows(
     engine: Engine,
     family: templates.Family,
@@ -155,95 +457,91 @@ def generate_rows(
     model_name: str,
     engine_kind: str,
     max_model_len: int,
+    base: BaseAnswerer | None = None,
 ) -> BatchResult:
-    """Instruction then response for `rows` (seed rows); pure apart from the engine calls.
+    """Every turn of `rows` (seed rows); pure apart from the engine calls.
 
-    Each row's response is submitted the moment its instruction is done, so the engine never
-    waits for the slowest instruction of the batch. Optional row keys `response_max_tokens` and
-    `ignore_eos` override the response sampling per row (benchmark workloads use them).
+    Rows advance side by side in this thread, each as soon as its last engine call is done, so
+    a row's response is submitted the moment its instruction is done and the engine never waits
+    for the slowest row of the batch. Optional row keys `response_max_tokens` and `ignore_eos`
+    override the response sampling per row (benchmark workloads use them).
     """
     tokenizer = engine.tokenizer
-    stop_ids = templates.stop_token_ids_for(family, tokenizer)
-    pre_queries = [templates.render_pre_query(family, r["system_prompt_key"]) for r in rows]
-    prompt_cache: dict[str, list[int]] = {}
-    prompts = [prompt_cache.setdefault(q, encode(tokenizer, q)) for q in pre_queries]
-    specs = instruction_specs(rows, family, stop_ids, cfg)
-    waiting = {engine.submit(p, s): i for i, (p, s) in enumerate(zip(prompts, specs, strict=True))}
+    ctx = _RowContext(
+        engine=engine,
+        family=family,
+        cfg=cfg,
+        stop_ids=tuple(templates.stop_token_ids_for(family, tokenizer)),
+        banned_ids=banned_first_token_ids(tokenizer, _banned_prefixes(family, cfg)),
+        sanitize=_sanitizes(family, cfg),
+        max_model_len=max_model_len,
+        model_name=model_name,
+        engine_kind=engine_kind,
+        base=base,
+    )
+    outcomes = _drive([_generate_row(ctx, row) for row in rows])
+    return BatchResult(
+        kept=[o.kept for o in outcomes if o.kept is not None],
+        dropped=sorted((o.dropped for o in outcomes if o.dropped), key=lambda d: d["index"]),
+        output_tokens=sum(o.output_tokens for o in outcomes),
+    )
 
-    res = cfg.response
-    dropped: list[dict] = []
-    pending: list[tuple[int, Completion, list[int], SamplingSpec, Future]] = []
-    instructions: list[Completion] = []
-    for future in as_completed(waiting):
-        i, done = waiting[future], future.result()
-        row = rows[i]
-        instructions.append(done)
-        text = done.text.strip()
-        if done.finish_reason == "length":
-            dropped.append(_drop(row, "instruction_truncated", done.text))
-            continue
-        if not text:
-            dropped.append(_drop(row, "instruction_empty", done.text))
-            continue
-        ids = chat_prompt_ids(tokenizer, [{"role": "user", "content": text}])
-        if len(ids) >= max_model_len:
-            dropped.append(_drop(row, "prompt_too_long", text))
-            continue
-        spec = response_spec(row, len(ids), family, stop_ids, cfg, max_model_len)
-        pending.append((i, done, ids, spec, engine.submit(ids, spec)))
 
-    pending.sort(key=lambda item: item[0])
-    responses = [fut.result() for *_, fut in pending]
-    output_tokens = sum(c.num_output_tokens for c in instructions + responses)
-    kept: list[dict] = []
-    for (i, inst, ids, spec, _), resp in zip(pending, responses, strict=True):
-        row, pre_query = rows[i], pre_queries[i]
-        instruction, response = inst.text.strip(), resp.text.strip()
-        if not response:
-            dropped.append(_drop(row, "response_empty", instruction))
-            continue
-        kept.append(
-            {
-                "uuid": row["uuid"],
-                "model": model_name,
-                "gen_input_configs": {
-                    "temperature": row["temperature"],
-                    "top_p": row["top_p"],
-                    "min_p": row["min_p"],
-                    "max_tokens": row["max_tokens"],
-                    "input_generator": model_name,
-                    "seed": row["seed"],
-                    "pre_query_template": pre_query,
-                    "system_prompt_key": row["system_prompt_key"],
-                    "stop_at_newline": cfg.instruction.stop_at_newline,
-                },
-                "instruction": instruction,
-                "response": response,
-                "conversations": [
-                    {"from": "human", "value": instruction},
-                    {"from": "gpt", "value": response},
-                ],
-                "gen_response_configs": {
-                    "temperature": res.temperature,
-                    "top_p": res.top_p,
-                    "max_tokens": spec.max_tokens,
-                    "output_generator": model_name,
-                    "engine": engine_kind,
-                },
-                "instruction_finish_reason": inst.finish_reason,
-                "response_finish_reason": resp.finish_reason,
-                "instruction_tokens": inst.num_output_tokens,
-                "response_tokens": resp.num_output_tokens,
-                "response_prompt_tokens": len(ids),
-                "index": row["index"],
-            }
+def _drive(steps: list[RowSteps]) -> list:
+    """Run row generators to their return values in the calling thread.
+
+    A finished Future only queues its row (the engine thread does nothing else); this thread
+    then sends the result into that row's generator, which does its CPU work (templates,
+    tokenizing) and yields its next Future. An exception a row does not handle fails the batch.
+    """
+    ready: queue.SimpleQueue = queue.SimpleQueue()
+    results: list = [None] * len(steps)
+    running = 0
+
+    def advance(i: int, done: Future | None) -> int:
+        """Resume row i; 1 if it waits on a new Future, 0 if it has returned."""
+        try:
+            if done is None:
+                future = next(steps[i])
+            elif done.exception() is not None:
+                future = steps[i].throw(done.exception())
+            else:
+                future = steps[i].send(done.result())
+        except StopIteration as finished:
+            results[i] = finished.value
+            return 0
+        future.add_done_callback(lambda f: ready.put((i, f)))
+        return 1
+
+    for i in range(len(steps)):
+        running += advance(i, None)
+    while running:
+        i, done = ready.get()
+        running += advance(i, done) - 1
+    return results
+
+
+def resolve_family(family: templates.Family, cfg: GenerateConfig) -> templates.Family:
+    """`family` with the run's custom system prompts; raises `TemplateError` when the domain
+    mixture names a prompt the family lacks, or any prompt for a family without a system turn,
+    or when multi-turn is asked of a family without a follow-up template."""
+    family = templates.with_system_prompts(family, cfg.custom_system_prompts)
+    for key in cfg.system_prompts:
+        if key != DEFAULT_SYSTEM_PROMPT:
+            templates.render_pre_query(family, key)
+    if cfg.num_turns > 1 and family.follow_up_template is None:
+        raise templates.TemplateError(
+            f"family {family.name!r} has no follow_up_template, so generate.num_turns"
+            f"={cfg.num_turns} cannot work; set generate.num_turns=1 or add the template to the"
+            " family's YAML"
         )
-    dropped.sort(key=lambda d: d["index"])
-    return BatchResult(kept=kept, dropped=dropped, output_tokens=output_tokens)
+    return family
 
 
 def prepare_family(settings: GenerateSettings, tokenizer) -> templates.Family:
-    family = templates.load_family(settings.family_name, settings.template_dirs)
+    family = resolve_family(
+        templates.load_family(settings.family_name, settings.template_dirs), settings.generate
+    )
     templates.validate_against_tokenizer(family, tokenizer)
     return family
 
@@ -261,6 +559,7 @@ class GenerateActor:
         )
         self.settings = settings
         self.engine = load_engine(settings.engine)
+        self.base = _load_base_answerer(settings) if settings.base_engine else None
         self.store = RunStore(settings.run_uri)
         self.load_seconds = time.perf_counter() - started
         self._reported_load = False
@@ -277,6 +576,7 @@ class GenerateActor:
             s.model_name,
             s.engine.kind,
             s.engine.max_model_len,
+            self.base,
         )
         first = min(r["index"] for r in rows)
         name = part_name(first, [r["uuid"] for r in rows])
@@ -314,14 +614,47 @@ class StepStats:
     engine_load_seconds: float  # the slowest actor's model load
 
 
+def _load_base_answerer(settings: GenerateSettings):
+    from ..engines import load_engine
+
+    base = settings.generate.base
+    spec = SamplingSpec(temperature=base.temperature, top_p=base.top_p, max_tokens=base.max_tokens)
+    return BaseAnswerer(
+        load_engine(settings.base_engine),
+        base.name or base.path,
+        load_examples(base.examples_file),
+        spec,
+        base.max_model_len,
+    )
+
+
+def _engine_path(path: str) -> str:
+    return str(Path(path).expanduser()) if model_source(path) == "local" else path
+
+
 def settings_from(cfg) -> GenerateSettings:
-    m, e = cfg.model, cfg.engine
+    m, e, base = cfg.model, cfg.engine, cfg.generate.base
+    base_engine = None
+    if base.path is not None:
+        base_engine = EngineSettings(
+            kind=base.kind,
+            model_path=_engine_path(base.path),
+            dtype=base.dtype,
+            max_model_len=base.max_model_len,
+            tensor_parallel_size=base.tensor_parallel_size,
+            trust_remote_code=base.trust_remote_code,
+            gpu_memory_utilization=base.gpu_memory_utilization,
+            kv_cache_gib=base.kv_cache_gib,
+            enforce_eager=e.enforce_eager,
+            max_num_seqs=e.max_num_seqs,
+            hf_batch_size=e.hf_batch_size,
+            seed=cfg.seed,
+        )
     return GenerateSettings(
+        base_engine=base_engine,
         engine=EngineSettings(
             kind=e.kind,
-            model_path=str(Path(m.path).expanduser())
-            if model_source(m.path) == "local"
-            else m.path,
+            model_path=_engine_path(m.path),
             dtype=m.dtype,
             max_model_len=m.max_model_len,
             tensor_parallel_size=m.tensor_parallel_size,
@@ -350,7 +683,7 @@ def run_step(cfg, store: RunStore, seeds: list[dict] | None = None) -> StepStats
 
     gen = cfg.generate
     if seeds is None:
-        seeds = make_seed_rows(cfg.run_name, cfg.seed, gen.num_samples, gen.instruction)
+        seeds = make_seed_rows(cfg.run_name, cfg.seed, gen.num_samples, gen)
     done = store.done_uuids(STEP)
     todo = [row for row in seeds if row["uuid"] not in done]
     started = time.perf_counter()

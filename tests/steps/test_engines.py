@@ -1,5 +1,7 @@
 """Both engines on the tiny chat model: same greedy text, per-row seeds, stops, finish reasons."""
 
+import dataclasses
+
 import pytest
 
 from magpie_ray.engines import SamplingSpec, chat_prompt_ids, encode
@@ -123,3 +125,31 @@ def test_ignore_eos_gives_exact_lengths(engines, family):
         out = engine.generate([prompt], [spec])[0]
         lengths[kind] = (out.num_output_tokens, out.finish_reason)
     assert lengths == {"vllm": (70, "length"), "hf": (70, "length")}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_n_samples_share_one_request_and_match_single_seeded_requests(engines, family, kind):
+    engine = engines[kind]
+    prompt = chat_prompt_ids(engine.tokenizer, [{"role": "user", "content": "Why do bees hum?"}])
+    spec = SamplingSpec(temperature=1.0, max_tokens=24, seed=5, n=3, **_stops(engine, family))
+    out = engine.submit(prompt, spec).result(timeout=120)
+    assert len(out.samples) == 3 and out.text == out.samples[0].text
+    assert all(s.finish_reason in ("stop", "length") and s.token_ids for s in out.samples)
+    assert len({s.text for s in out.samples}) >= 2, [s.text for s in out.samples]
+    # Sample j is what a single request seeded with seed + j writes.
+    single = dataclasses.replace(spec, n=1, seed=6)
+    assert engine.submit(prompt, single).result(timeout=120).text == out.samples[1].text
+    assert engine.submit(prompt, dataclasses.replace(spec, n=1)).result().samples == ()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_banned_tokens_are_never_sampled(engines, family, kind):
+    engine = engines[kind]
+    prompt = _pre_query_ids(engine, family)
+    base = SamplingSpec(temperature=1.0, max_tokens=1, **_stops(engine, family))
+    free = [engine.submit(prompt, dataclasses.replace(base, seed=s)) for s in range(16)]
+    firsts = {f.result(timeout=120).token_ids[0] for f in free}
+    assert len(firsts) >= 2, "the test needs several distinct first tokens to ban"
+    banned = dataclasses.replace(base, banned_token_ids=tuple(firsts))
+    outs = [engine.submit(prompt, dataclasses.replace(banned, seed=s)) for s in range(16)]
+    assert not {f.result(timeout=120).token_ids[0] for f in outs} & firsts

@@ -23,7 +23,7 @@ def _cfg(inst_tokens=32, resp_tokens=48, stop_at_newline=True):
 @pytest.mark.parametrize("kind", ["vllm", "hf"])
 def test_rows_follow_the_released_schema(engines, kind):
     cfg = _cfg()
-    seeds = make_seed_rows("gen", 0, 8, cfg.instruction)
+    seeds = make_seed_rows("gen", 0, 8, cfg)
     result = generate_rows(engines[kind], load_family("smollm2"), seeds, cfg, "tiny", kind, 512)
     assert len(result.kept) + len(result.dropped) == 8
     assert len(result.kept) >= 6, result.dropped
@@ -49,7 +49,7 @@ def test_rows_follow_the_released_schema(engines, kind):
 
 def test_truncated_instructions_are_dropped_with_their_reason(engines):
     cfg = _cfg(inst_tokens=2)
-    seeds = make_seed_rows("trunc", 0, 6, cfg.instruction)
+    seeds = make_seed_rows("trunc", 0, 6, cfg)
     result = generate_rows(engines["vllm"], load_family("smollm2"), seeds, cfg, "tiny", "vllm", 512)
     assert result.kept == []
     assert sorted(d["uuid"] for d in result.dropped) == sorted(r["uuid"] for r in seeds)
@@ -58,7 +58,7 @@ def test_truncated_instructions_are_dropped_with_their_reason(engines):
 
 def test_responses_that_cannot_fit_the_context_are_dropped(engines):
     cfg = _cfg()
-    seeds = make_seed_rows("ctx", 0, 4, cfg.instruction)
+    seeds = make_seed_rows("ctx", 0, 4, cfg)
     # A 30-token window holds the pre-query (22 tokens) but no chat prompt with its system turn.
     result = generate_rows(engines["vllm"], load_family("smollm2"), seeds, cfg, "tiny", "vllm", 30)
     reasons = {d["reason"] for d in result.dropped}
@@ -68,7 +68,7 @@ def test_responses_that_cannot_fit_the_context_are_dropped(engines):
 
 def test_same_seeds_same_rows(engines):
     cfg = _cfg()
-    seeds = make_seed_rows("det", 0, 6, cfg.instruction)
+    seeds = make_seed_rows("det", 0, 6, cfg)
     family = load_family("smollm2")
     first = generate_rows(engines["vllm"], family, seeds, cfg, "tiny", "vllm", 512)
     # Another batch composition: reversed order, half the rows.

@@ -28,7 +28,7 @@ def _options(group: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "override",
-    [f"{g}={o}" for g in ("model", "engine", "cluster", "experiment") for o in _options(g)],
+    [f"{g}={o}" for g in ("model", "engine", "cluster", "experiment", "grid") for o in _options(g)],
 )
 def test_every_group_option_composes_onto_the_schema(override):
     cfg = _compose(override)
@@ -96,6 +96,99 @@ def test_family_that_does_not_match_the_tokenizer_fails_before_loading(smollm2_p
     with pytest.raises(ConfigError) as err:
         preflight(cfg)
     assert "<|im_start|>user" in str(err.value)
+
+
+def test_grid_group_sets_the_paper_grids():
+    cells = _compose("grid=pro").generate.instruction.grid
+    assert [(c.temperature, c.top_p, c.weight) for c in cells] == [
+        (1.0, 1.0, 1.0),
+        (1.1, 0.995, 1.0),
+        (1.2, 0.995, 1.0),
+        (1.25, 0.99, 1.0),
+    ]
+    assert len(_compose("grid=air").generate.instruction.grid) == 12
+    assert _compose().generate.instruction.grid == []
+
+
+def test_bad_grid_and_mixture_weights_are_rejected():
+    cfg = _compose(
+        "grid=pro",
+        "generate.instruction.grid.1.top_p=0",
+        "++generate.system_prompts={math: -1}",
+    )
+    with pytest.raises(ConfigError) as err:
+        validate_static(cfg)
+    assert "grid[1].top_p=0" in str(err.value) and "system_prompts.math=-1" in str(err.value)
+
+
+def test_domain_mixture_with_custom_prompt_passes_preflight(smollm2_path):
+    cfg = _compose(
+        f"model.path={smollm2_path}",
+        "++generate.system_prompts={default: 2, math: 1, poetry: 1}",
+        "+generate.custom_system_prompts.poetry='You write short poems on request.'",
+    )
+    preflight(cfg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needles"),
+    [
+        (
+            ["model.family=gemma2", "++generate.system_prompts={math: 1}"],
+            ["no system turn", "default"],
+        ),
+        (["++generate.system_prompts={poetry: 1}"], ["'poetry'", "'translation'"]),
+        (
+            ["model.family=mistral", "+generate.custom_system_prompts.poetry=Rhyme."],
+            ["no system turn", "custom_system_prompts"],
+        ),
+    ],
+)
+def test_domain_mixture_the_family_cannot_serve_is_a_config_error(smollm2_path, overrides, needles):
+    with pytest.raises(ConfigError) as err:
+        preflight(_compose(f"model.path={smollm2_path}", *overrides))
+    for needle in needles:
+        assert needle in str(err.value)
+
+
+def test_bad_turns_and_preference_settings_are_rejected():
+    cfg = _compose(
+        "generate.num_turns=0",
+        "generate.preference.num_responses=1",
+        "generate.preference.temperature=-1",
+    )
+    with pytest.raises(ConfigError) as err:
+        validate_static(cfg)
+    message = str(err.value)
+    assert "num_turns=0" in message and "num_responses=1" in message
+    assert "preference.temperature=-1" in message
+
+
+def test_multi_turn_needs_a_family_with_a_follow_up_template(smollm2_path):
+    cfg = _compose(f"model.path={smollm2_path}", "model.family=vicuna", "generate.num_turns=2")
+    with pytest.raises(ConfigError, match="no follow_up_template"):
+        preflight(cfg)
+
+
+def test_base_model_settings_are_checked(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        validate_static(_compose(f"generate.base.path={tmp_path}/no-base"))
+    message = str(err.value)
+    assert "no-base does not exist" in message
+    assert "generate.base.kv_cache_gib is required" in message
+    with pytest.raises(ConfigError, match="generate.base.kind='tgi'"):
+        validate_static(_compose(f"generate.base.path={tmp_path}", "generate.base.kind=tgi"))
+    gpu = _compose(
+        "model=llama3-8b", "cluster=gpu", "generate.base.path=meta-llama/Meta-Llama-3-8B"
+    )
+    with pytest.raises(ConfigError, match="both engines share"):
+        validate_static(gpu)
+    gpu.generate.base.gpu_memory_utilization = 0.05
+    validate_static(gpu)
+    (tmp_path / "shots.yaml").write_text("preamble: Hi\n")
+    gpu.generate.base.examples_file = str(tmp_path / "shots.yaml")
+    with pytest.raises(ConfigError, match="examples_file: .*shots.yaml: expected"):
+        validate_static(gpu)
 
 
 def test_resources_the_cluster_cannot_hold_are_an_error():

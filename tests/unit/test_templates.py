@@ -20,9 +20,11 @@ from magpie_ray.templates import (
     UnknownFamilyError,
     list_families,
     load_family,
+    render_follow_up_prompt,
     render_pre_query,
     stop_token_ids_for,
     validate_against_tokenizer,
+    with_system_prompts,
 )
 
 REQUIRED_FAMILIES = {"llama3", "qwen2", "qwen2.5", "smollm2", "gemma2", "phi3", "mistral"}
@@ -34,6 +36,11 @@ VICUNA_SYSTEM = (
 # Written out independently of the YAML files, from the REFERENCE.md table.
 GOLDEN_PRE_QUERIES = {
     "llama3": "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n",
+    "llama3.1": (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+        "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\n"
+    ),
     "qwen2": "<|im_start|>user\n",
     "qwen2.5": (
         "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
@@ -67,6 +74,22 @@ LLAMA2_CHAT_TEMPLATE = (
     "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
     "{% elif message['role'] == 'assistant' %}{{ ' ' + content.strip() + ' ' + eos_token }}"
     "{% endif %}{% endfor %}"
+)
+# The official Llama-3.1/3.3 template's path without tools: a dated system turn always comes first.
+LLAMA31_CHAT_TEMPLATE = (
+    "{{- bos_token }}{%- if not date_string is defined %}{%- set date_string = '26 Jul 2024' %}"
+    "{%- endif %}{%- if messages[0]['role'] == 'system' %}"
+    "{%- set system_message = messages[0]['content']|trim %}{%- set messages = messages[1:] %}"
+    "{%- else %}{%- set system_message = '' %}{%- endif %}"
+    "{{- '<|start_header_id|>system<|end_header_id|>\\n\\n' }}"
+    "{{- 'Cutting Knowledge Date: December 2023\\n' }}"
+    "{{- 'Today Date: ' + date_string + '\\n\\n' }}"
+    "{{- system_message }}{{- '<|eot_id|>' }}"
+    "{%- for message in messages %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'"
+    " + message['content'] | trim + '<|eot_id|>' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
+    "{%- endif %}"
 )
 # The official Gemma (1.1 and 2) template: it raises on a system role.
 GEMMA_CHAT_TEMPLATE = (
@@ -162,13 +185,27 @@ def test_llama3_validates_with_system_prompts(tokenizer, tokenizer_name):
     tok = tokenizer(tokenizer_name)
     family = load_family("llama3")
     assert tok.chat_template, "this test is about the chat template check"
-    assert {"generic", "math", "code", "translation"} <= set(family.system_prompts)
+    assert {"general", "math", "code", "translation"} <= set(family.system_prompts)
     validate_against_tokenizer(family, tok)
     assert stop_token_ids_for(family, tok) == [128009, 128001, 128006, 128007]
     assert tok.encode(render_pre_query(family, "math"), add_special_tokens=False)[:2] == [
         128000,
         128006,
     ]
+
+
+def test_llama31_family_matches_the_official_dated_template(tokenizer):
+    tok = _with_chat_template(tokenizer("llama3_1"), LLAMA31_CHAT_TEMPLATE)
+    family = load_family("llama3.1")
+    validate_against_tokenizer(family, tok)
+    assert stop_token_ids_for(family, tok) == [128009, 128001, 128006, 128007, 128008]
+    assert family.banned_first_token_prefixes == ("#",) and family.sanitize
+    # The reference's Llama-3 text lacks the dated system turn this template always renders.
+    with pytest.raises(TemplateMismatchError, match="Cutting Knowledge Date"):
+        validate_against_tokenizer(load_family("llama3"), tok)
+    # ...and the dated text does not fit a plain Llama-3 template.
+    with pytest.raises(TemplateMismatchError):
+        validate_against_tokenizer(family, tokenizer("llama3_1"))
 
 
 def test_qwen2_validates_against_qwen3_template(tokenizer):
@@ -227,6 +264,7 @@ def test_llama2_chat_accepts_a_text_difference_the_tokenizer_erases(tokenizer):
     rendered = tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False)
     assert rendered.startswith("<s>[INST] ") and family.pre_query_template == "<s> [INST] "
     validate_against_tokenizer(family, tok)
+    validate_against_tokenizer(load_family("llama2-chat"), tok)  # shipped prompts and follow-up
     wrong_system = dataclasses.replace(
         family, system_prompt_template="<s> [INST] <<SYS>>\n{system_prompt}\n<</SYS>>\n"
     )
@@ -394,6 +432,8 @@ def test_missing_extra_dir_is_an_error(tmp_path):
         ("name: bad\n" + MINIMAL + 'system_prompt_template: "no placeholder"\n', "exactly once"),
         ("name: bad\n" + MINIMAL + "system_prompts: {math: Solve.}\n", "system_prompt_template"),
         ("name: bad\n" + MINIMAL + "system_prompts: [a]\n", "system_prompts"),
+        ("name: bad\n" + MINIMAL + "sanitize: yes please\n", "sanitize"),
+        ("name: bad\n" + MINIMAL + "banned_first_token_prefixes: '#'\n", "banned_first"),
         ("- a list\n", "mapping"),
     ],
 )
@@ -431,3 +471,58 @@ def test_render_unknown_system_prompt_lists_keys():
 def test_render_system_prompt_for_family_without_system_turn(name):
     with pytest.raises(TemplateError, match="no system turn"):
         render_pre_query(load_family(name), "math")
+
+
+# --- custom system prompts and multi-turn prompts ---------------------------------------------
+
+
+def test_custom_system_prompts_join_the_family_and_are_validated(tokenizer):
+    family = with_system_prompts(load_family("smollm2"), {"poetry": "You write poems."})
+    assert render_pre_query(family, "poetry").startswith("<|im_start|>system\nYou write poems.")
+    assert "math" in family.system_prompts
+    validate_against_tokenizer(family, tokenizer("smollm2"))
+    assert with_system_prompts(family, {}) is family
+    padded = with_system_prompts(load_family("llama3"), {"padded": " Be brief. "})
+    with pytest.raises(TemplateMismatchError, match="'padded'"):
+        validate_against_tokenizer(padded, tokenizer("llama3"))
+
+
+def test_custom_system_prompts_need_a_system_turn():
+    with pytest.raises(TemplateError, match="no system turn"):
+        with_system_prompts(load_family("gemma2"), {"poetry": "You write poems."})
+
+
+@pytest.mark.parametrize(
+    ("family_name", "tokenizer_name"),
+    [("llama3", "llama3"), ("qwen2.5", "qwen2_5"), ("smollm2", "smollm2"), ("qwen2", "qwen3")],
+)
+def test_follow_up_prompt_is_history_then_the_follow_up_template(
+    tokenizer, family_name, tokenizer_name
+):
+    tok, family = tokenizer(tokenizer_name), load_family(family_name)
+    history = [
+        {"role": "user", "content": "What is a prime number?"},
+        {"role": "assistant", "content": "A number with exactly two divisors."},
+    ]
+    system = family.system_prompts["multi_turn"]
+    text = render_follow_up_prompt(tok, history, system)
+    assert text.endswith("A number with exactly two divisors." + _end_of_turn(family))
+    assert text.endswith(family.follow_up_template)
+    assert text.startswith(render_pre_query(family, "multi_turn") + "What is a prime number?")
+    # Without a system prompt the history starts like the family's default pre-query.
+    assert render_follow_up_prompt(tok, history, None).startswith(family.pre_query_template)
+
+
+def test_follow_up_prompt_for_llama31_keeps_the_dated_turn(tokenizer):
+    tok = _with_chat_template(tokenizer("llama3_1"), LLAMA31_CHAT_TEMPLATE)
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    text = render_follow_up_prompt(tok, history, None)
+    assert text == (
+        load_family("llama3.1").pre_query_template
+        + "Hi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>"
+        + "<|start_header_id|>user<|end_header_id|>\n\n"
+    )
+
+
+def _end_of_turn(family) -> str:
+    return {"llama3": "<|eot_id|>"}.get(family.name, "<|im_end|>\n") + family.follow_up_template

@@ -1,0 +1,231 @@
+"""Generate features on real engines and on a scripted engine: sanitizer, first-token ban,
+preference samples, multi-turn conversations."""
+
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import Future
+
+import pyarrow as pa
+import pytest
+
+from magpie_ray.config import (
+    GenerateConfig,
+    InstructionSampling,
+    PreferenceSampling,
+    ResponseSampling,
+)
+from magpie_ray.engines import Completion
+from magpie_ray.steps.generate import GENERATED_SCHEMA, banned_first_token_ids, generate_rows
+from magpie_ray.steps.seeds import make_seed_rows
+from magpie_ray.templates import load_family
+from magpie_ray.testing import ASKS
+
+# The words the tiny model opens every instruction with (see magpie_ray.testing.ASKS).
+OPENERS = tuple(sorted({ask.split()[0] for ask in ASKS}))
+
+
+def _cfg(**changes) -> GenerateConfig:
+    inst = changes.pop("instruction", InstructionSampling(max_tokens=32))
+    return GenerateConfig(
+        num_samples=8,
+        batch_size=8,
+        instruction=inst,
+        response=ResponseSampling(max_tokens=48),
+        **changes,
+    )
+
+
+def _run(engine, kind, cfg, n=6, run="feat", family="smollm2"):
+    seeds = make_seed_rows(run, 0, n, cfg)
+    result = generate_rows(engine, load_family(family), seeds, cfg, "tiny", kind, 512)
+    pa.Table.from_pylist(result.kept, schema=GENERATED_SCHEMA)  # raises on a bad field
+    return result
+
+
+def test_banned_first_token_ids_cover_every_header_opening(engines):
+    tok = engines["vllm"].tokenizer
+    ids = banned_first_token_ids(tok, ("#",))
+    texts = {tok.decode([i]) for i in ids}
+    assert {"#", "##", "###"} <= {t.strip() for t in texts}
+    assert all(t.lstrip().startswith("#") for t in texts)
+    assert tok.encode("Hello", add_special_tokens=False)[0] not in ids
+    assert banned_first_token_ids(tok, ()) == ()
+    assert banned_first_token_ids(tok, ("#",)) is ids, "cached per tokenizer"
+
+
+@pytest.mark.parametrize("kind", ["vllm", "hf"])
+def test_banned_first_tokens_never_open_an_instruction(engines, kind):
+    free = _run(engines[kind], kind, _cfg(), n=8, run="ban")
+    assert any(r["instruction"].startswith(OPENERS) for r in free.kept), "the ban must matter"
+    inst = InstructionSampling(max_tokens=32, banned_first_token_prefixes=list(OPENERS))
+    result = _run(engines[kind], kind, _cfg(instruction=inst), n=8, run="ban")
+    texts = [r["instruction"] for r in result.kept] + [d["detail"] for d in result.dropped]
+    assert texts and not [t for t in texts if t.lstrip().startswith(OPENERS)], texts
+    for row in result.kept:
+        assert row["gen_input_configs"]["banned_first_token_prefixes"] == list(OPENERS)
+        assert row["instruction_tokens"] >= 2
+
+
+@pytest.mark.parametrize("kind", ["vllm", "hf"])
+def test_preference_samples_share_the_prompt_and_keep_the_greedy_response(engines, kind):
+    pref = PreferenceSampling(num_responses=3, temperature=0.8)
+    result = _run(engines[kind], kind, _cfg(preference=pref), n=4, run="pref")
+    plain = {r["uuid"]: r for r in _run(engines[kind], kind, _cfg(), n=4, run="pref").kept}
+    assert result.kept
+    for row in result.kept:
+        assert len(row["responses"]) == 3 and all(row["responses"])
+        assert set(row["responses_finish_reasons"]) <= {"stop", "length"}
+        assert len(row["responses_finish_reasons"]) == 3
+        assert row["response"] == plain[row["uuid"]]["response"], "the greedy response stays"
+        assert plain[row["uuid"]]["responses"] is None
+        configs = row["gen_response_configs"]
+        assert (configs["num_responses"], configs["responses_temperature"]) == (3, 0.8)
+    assert any(len(set(r["responses"])) > 1 for r in result.kept), "T=0.8 samples differ"
+
+
+@pytest.mark.parametrize("kind", ["vllm", "hf"])
+def test_two_turn_conversations(engines, kind):
+    result = _run(engines[kind], kind, _cfg(num_turns=2), n=6, run="mt")
+    assert len(result.kept) >= 4, result.dropped
+    two = [r for r in result.kept if r["num_turns"] == 2]
+    assert len(two) >= 3, [(r["num_turns"], r["multi_turn_stop_reason"]) for r in result.kept]
+    for row in result.kept:
+        conv = row["conversations"]
+        assert [t["from"] for t in conv] == ["human", "gpt"] * row["num_turns"]
+        assert conv[0]["value"] == row["instruction"] and conv[1]["value"] == row["response"]
+        assert len(row["turn_instruction_finish_reasons"]) == row["num_turns"]
+        assert len(row["turn_response_finish_reasons"]) == row["num_turns"]
+        assert (row["multi_turn_stop_reason"] is None) == (row["num_turns"] == 2)
+        assert row["gen_input_configs"]["num_turns"] == 2
+        assert all("<|im_" not in t["value"] for t in conv)
+    assert any(r["conversations"][2]["value"] != r["instruction"] for r in two)
+
+
+# --- a scripted engine: exact control over what the "model" writes ---------------------------
+
+
+class ScriptedEngine:
+    """Answers from a script: instruction prompts (ending in the user header) get the next
+    scripted instruction, chat prompts get the next scripted response."""
+
+    def __init__(self, tokenizer, instructions, responses):
+        self.tokenizer = tokenizer
+        self.instructions, self.responses = list(instructions), list(responses)
+        self.specs = []
+
+    def submit(self, prompt, spec) -> Future:
+        self.specs.append(spec)
+        text = self.tokenizer.decode(prompt)
+        script = self.instructions if text.endswith("<|im_start|>user\n") else self.responses
+        reply, reason = script.pop(0)
+        done = Completion(reply, len(prompt), max(1, len(reply.split())), reason, (1,))
+        if spec.n > 1:
+            done = dataclasses.replace(done, samples=(done,) * spec.n)
+        future: Future = Future()
+        future.set_result(done)
+        return future
+
+
+def _scripted(engines, instructions, responses, **cfg_changes):
+    engine = ScriptedEngine(engines["vllm"].tokenizer, instructions, responses)
+    cfg = _cfg(**cfg_changes)
+    result = generate_rows(
+        engine, load_family("smollm2"), make_seed_rows("s", 0, 1, cfg), cfg, "m", "vllm", 512
+    )
+    pa.Table.from_pylist(result.kept, schema=GENERATED_SCHEMA)
+    return result, engine
+
+
+def test_sanitizer_cleans_keeps_the_raw_text_and_records_its_rules(engines):
+    inst = InstructionSampling(max_tokens=32, sanitize=True)
+    result, _ = _scripted(
+        engines,
+        [("**Question:** What is 7 x 8? Answer: 56", "stop")],
+        [("56.", "stop")],
+        instruction=inst,
+    )
+    (row,) = result.kept
+    assert row["instruction"] == "What is 7 x 8?"
+    assert row["raw_instruction"] == "**Question:** What is 7 x 8? Answer: 56"
+    assert row["gen_input_configs"]["sanitizer_rules"] == ["strip_label", "cut_leaked_answer"]
+    assert row["conversations"][0]["value"] == "What is 7 x 8?"
+
+
+def test_sanitizer_off_records_null_rules(engines):
+    result, _ = _scripted(engines, [("Question: Why?", "stop")], [("Because.", "stop")])
+    (row,) = result.kept
+    assert row["instruction"] == row["raw_instruction"] == "Question: Why?"
+    assert row["gen_input_configs"]["sanitizer_rules"] is None
+
+
+def test_an_instruction_the_sanitizer_empties_is_dropped(engines):
+    inst = InstructionSampling(max_tokens=32, sanitize=True)
+    result, _ = _scripted(engines, [('" "', "stop")], [], instruction=inst)
+    assert result.kept == [] and result.dropped[0]["reason"] == "instruction_empty"
+
+
+def test_a_failed_follow_up_ends_the_conversation_but_keeps_the_row(engines):
+    result, engine = _scripted(
+        engines,
+        [
+            ("How do tides work?", "stop"),
+            ("And why twice a day?", "stop"),
+            ("Tell me mo", "length"),
+        ],
+        [("The moon pulls the sea.", "stop"), ("Two bulges.", "length")],
+        num_turns=3,
+    )
+    (row,) = result.kept
+    assert row["num_turns"] == 2 and row["multi_turn_stop_reason"] == "instruction_truncated"
+    assert [t["value"] for t in row["conversations"]] == [
+        "How do tides work?",
+        "The moon pulls the sea.",
+        "And why twice a day?",
+        "Two bulges.",
+    ]
+    assert row["turn_response_finish_reasons"] == ["stop", "length"]
+    seeds = [s.seed for s in engine.specs]
+    assert len(set(seeds)) == 3, "each turn samples with its own seed"
+
+
+def test_base_model_answers_every_kept_row(engines):
+    from magpie_ray.engines import SamplingSpec
+    from magpie_ray.steps.base_answers import BaseAnswerer, load_examples
+
+    # The tiny chat model on the HF engine stands in for a base model.
+    base = BaseAnswerer(
+        engines["hf"], "tiny-base", load_examples(), SamplingSpec(0.0, 24), max_model_len=2048
+    )
+    cfg = _cfg()
+    seeds = make_seed_rows("base", 0, 4, cfg)
+    result = generate_rows(
+        engines["vllm"], load_family("smollm2"), seeds, cfg, "tiny", "vllm", 512, base
+    )
+    pa.Table.from_pylist(result.kept, schema=GENERATED_SCHEMA)
+    assert result.kept
+    for row in result.kept:
+        assert row["base_generator"] == "tiny-base"
+        assert isinstance(row["base_output"], str) and "```" not in row["base_output"][-3:]
+        assert row["base_finish_reason"] in ("stop", "length")
+    plain = _run(engines["vllm"], "vllm", cfg, n=2, run="base")
+    assert all(r["base_output"] is None and r["base_generator"] is None for r in plain.kept)
+    # A context too small for the examples: no answer, and the reason says why.
+    small = BaseAnswerer(engines["hf"], "b", load_examples(), SamplingSpec(0.0, 8), 64)
+    done = small.submit("Why?").result()
+    assert (done.text, done.finish_reason) == ("", "prompt_too_long")
+
+
+def test_an_engine_error_fails_the_batch_instead_of_hanging(engines):
+    class FailingEngine(ScriptedEngine):
+        def submit(self, prompt, spec) -> Future:
+            future: Future = Future()
+            future.set_exception(RuntimeError("engine thread died"))
+            return future
+
+    engine = FailingEngine(engines["vllm"].tokenizer, [], [])
+    cfg = _cfg()
+    with pytest.raises(RuntimeError, match="engine thread died"):
+        generate_rows(
+            engine, load_family("smollm2"), make_seed_rows("f", 0, 3, cfg), cfg, "m", "vllm", 512
+        )
