@@ -58,6 +58,9 @@ def generated_rows(n: int = len(QUESTIONS)) -> list[dict]:
                 "instruction_finish_reason": "stop",
                 "response_finish_reason": "stop",
                 "index": i,
+                # even rows carry preference samples and a base-model answer
+                "responses": [answer, answer + " More detail.", "No."] if i % 2 == 0 else None,
+                "base_output": "I do not know." if i % 2 == 0 else None,
             }
         )
     return rows
@@ -116,7 +119,22 @@ def test_tag_step_fills_every_pool_and_resumes(
         assert row["instruction_length"] == len(row["instruction"])
         assert isinstance(row["instruct_reward"], float) and math.isfinite(row["instruct_reward"])
         assert row["reward_model"] == "stand-in:tiny-rm"
-        assert row["base_reward"] is None and row["rewards"] is None
+        if row["index"] % 2:
+            assert row["base_reward"] is None and row["rewards"] is None
+            assert row["chosen"] is None and row["preference_pair_reason"] is None
+        else:
+            assert row["reward_difference"] == pytest.approx(
+                row["instruct_reward"] - row["base_reward"]
+            )
+            assert len(row["rewards"]) == 3
+            best = row["responses"][row["rewards"].index(max(row["rewards"]))]
+            worst = row["responses"][row["rewards"].index(min(row["rewards"]))]
+            if row["preference_pair_reason"] is None:
+                assert row["chosen"][1] == {"role": "assistant", "content": best}
+                assert row["rejected"][1] == {"role": "assistant", "content": worst}
+                assert row["chosen"][0] == {"role": "user", "content": row["instruction"]}
+            else:
+                assert row["chosen"] is None and row["rejected"] is None
         assert row["safety_model"] == "stand-in:tiny-chat"
         # constrained decoding on vLLM: every verdict parses
         assert row["safety"] in ("safe", "unsafe"), row["llama_guard_2"]
