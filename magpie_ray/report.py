@@ -28,6 +28,8 @@ class TagSummary:
     null_reasons: dict[str, int]  # "tag: reason" -> rows
     mean_reward: float | None
     models: dict[str, str]  # tag -> model name recorded in the rows
+    # rows with preference samples: "pair" when chosen/rejected exist, else why not
+    preference_pairs: dict[str, int] = field(default_factory=dict)
 
 
 _LABEL_COLUMNS = ("safety", "difficulty", "input_quality", "task_category", "language")
@@ -40,7 +42,14 @@ _MODEL_COLUMNS = {
 
 
 def summarize_tags(store: RunStore) -> TagSummary | None:
-    columns = [*_LABEL_COLUMNS, *_MODEL_COLUMNS.values(), "instruct_reward", "tag_errors"]
+    columns = [
+        *_LABEL_COLUMNS,
+        *_MODEL_COLUMNS.values(),
+        "instruct_reward",
+        "tag_errors",
+        "rewards",
+        "preference_pair_reason",
+    ]
     table = store.read_parts(store.kept_dir("tag"), columns=columns)
     if table is None:
         return None
@@ -58,6 +67,15 @@ def summarize_tags(store: RunStore) -> TagSummary | None:
         names = {v for v in table.column(column).to_pylist() if v is not None}
         if names:
             models[tag] = ", ".join(sorted(names))
+    pairs = Counter(
+        reason or "pair"
+        for rewards, reason in zip(
+            table.column("rewards").to_pylist(),
+            table.column("preference_pair_reason").to_pylist(),
+            strict=True,
+        )
+        if rewards is not None
+    )
     return TagSummary(
         rows=table.num_rows,
         output_path=store.kept_dir("tag"),
@@ -65,6 +83,7 @@ def summarize_tags(store: RunStore) -> TagSummary | None:
         null_reasons=dict(reasons),
         mean_reward=sum(rewards) / len(rewards) if rewards else None,
         models=models,
+        preference_pairs=dict(pairs),
     )
 
 
@@ -132,6 +151,8 @@ def format_tag_summary(tags: TagSummary, stats=None) -> list[str]:
         lines.append(f"  {column}: {_counts(counts)}")
     if tags.mean_reward is not None:
         lines.append(f"  mean instruct_reward: {tags.mean_reward:.3f}")
+    if tags.preference_pairs:
+        lines.append(f"  preference rows: {_counts(tags.preference_pairs)}")
     if tags.null_reasons:
         lines.append(f"  null tags by reason: {_counts(tags.null_reasons)}")
     return lines

@@ -37,6 +37,7 @@ class ReportData:
     kept: dict[str, int] = field(default_factory=dict)  # kept dir -> rows
     dropped: dict[str, dict[str, int]] = field(default_factory=dict)  # step -> reason -> rows
     null_tags: dict[str, int] = field(default_factory=dict)  # "tag: reason" -> rows
+    preference_pairs: dict[str, int] = field(default_factory=dict)  # "pair" or why none
     tokens: dict[str, int] = field(default_factory=dict)
     labels: dict[str, dict[str, int]] = field(default_factory=dict)
     rewards: list[float] = field(default_factory=list)
@@ -87,6 +88,7 @@ def collect(store: RunStore, seed: int = 0) -> ReportData:
     # The most processed tagged rows: deduped/ carries the tags plus the dedup columns.
     tag_dir = store.kept_dir("dedup") if data.kept.get("deduped") else store.kept_dir("tag")
     wanted = [*_ORDERS, "language", "instruct_reward", "tag_errors", "embedding"]
+    wanted += ["rewards", "preference_pair_reason"]
     tags = _read(store, tag_dir, [*wanted, "min_neighbor_distance"])
     if tags is None:
         return data
@@ -100,6 +102,13 @@ def collect(store: RunStore, seed: int = 0) -> ReportData:
             for error in errors or []:
                 reasons[f"{error['tag']}: {error['reason'][:80]}"] += 1
         data.null_tags = dict(reasons)
+    if "preference_pair_reason" in tags.column_names:
+        pairs = zip(
+            tags.column("rewards").to_pylist(),
+            tags.column("preference_pair_reason").to_pylist(),
+            strict=True,
+        )
+        data.preference_pairs = dict(Counter(r or "pair" for s, r in pairs if s is not None))
     if "instruct_reward" in tags.column_names:
         data.rewards = [v for v in tags.column("instruct_reward").to_pylist() if v is not None]
     if "min_neighbor_distance" in tags.column_names:
@@ -207,6 +216,10 @@ def render(data: ReportData, title: str, invocation: list[str], seed: int = 0) -
     if data.null_tags:
         parts.append(
             "<h2>Null tags by reason</h2>" + _table(("tag: reason", "rows"), data.null_tags)
+        )
+    if data.preference_pairs:
+        parts.append(
+            "<h2>Preference rows</h2>" + _table(("pair or why none", "rows"), data.preference_pairs)
         )
     plots = [
         _bar(column, counts, _ORDERS.get(column, ())) for column, counts in data.labels.items()

@@ -49,6 +49,10 @@ def _store(tmp_path) -> RunStore:
         "embedding",
         pa.array([[float(i % 3), 1.0, float(i)] for i in range(n)], pa.list_(pa.float32())),
     )
+    rewards = [[1.0, 2.0]] * 3 + [[1.0, 1.0]] + [None] * (n - 4)
+    tagged = tagged.append_column("rewards", pa.array(rewards, pa.list_(pa.float64())))
+    reasons = [None, None, None, "tie"] + [None] * (n - 4)
+    tagged = tagged.append_column("preference_pair_reason", pa.array(reasons, pa.string()))
     errors = [[] for _ in range(n - 1)] + [[{"tag": "task_category", "reason": "no JSON"}]]
     tagged = tagged.append_column("tag_errors", pa.array(errors))
     store.write_part(store.kept_dir("tag"), "part-000000000-a.parquet", tagged)
@@ -64,6 +68,8 @@ def test_collect_counts_rows_drops_tokens_and_labels(tmp_path):
     assert data.null_tags == {"task_category: no JSON": 1}
     assert data.rewards == [float(i) for i in range(12)]
     assert len(data.embeddings) == 12 and data.embedding_labels.count("Math") == 8
+    # rows without preference samples are not preference rows at all
+    assert data.preference_pairs == {"pair": 3, "tie": 1}
 
 
 def test_report_is_one_html_file_with_inline_plots(tmp_path):
