@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 STEPS = ("generate", "dedup", "select", "export")
+# dedup, select and export read the tag step's `tagged/` rows, which this branch does not write
+# yet; `steps=[dedup,select,export]` runs them on a run folder that has them.
+DEFAULT_STEPS = ("generate",)
 EXPORT_FORMATS = ("sharegpt", "messages", "dpo", "parquet")
 INDEX_KINDS = ("auto", "flat", "ivf")
 ENGINE_KINDS = ("vllm", "hf")
@@ -158,7 +161,7 @@ class Config:
     run_name: str = "demo"
     output_dir: str = "outputs"  # a local path or a URI; absolute under `ray job submit`
     seed: int = 0
-    steps: list[str] = field(default_factory=lambda: list(STEPS))
+    steps: list[str] = field(default_factory=lambda: list(DEFAULT_STEPS))
     template_dirs: list[str] = field(default_factory=list)  # extra family YAML folders
     examples_to_print: int = 3
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -2,6 +2,9 @@
 
     preflight   config, template family and tokenizer checked before any model loads
     generate    pre-query -> instruction -> response       (generated/)
+    dedup       all embeddings -> near-duplicate clusters   (tagged/ -> deduped/)
+    select      filter recipe, top-k longest last           (selected/, dropped/select/)
+    export      ShareGPT / messages / DPO JSONL, Parquet    (exports/)
 
 Each step reads what the previous one wrote and skips rows already done, so rerunning the same
 command resumes a killed job.
@@ -12,10 +15,10 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
-from . import templates
+from . import export, templates
 from .config import Config, ConfigError, model_source, validate_static
 from .report import RunSummary, summarize
-from .steps import generate
+from .steps import dedup, generate, select
 from .storage import RunStore
 
 
@@ -68,6 +71,9 @@ def check_resources(cfg: Config, available: dict) -> None:
 class RunResult:
     summary: RunSummary
     generate: generate.StepStats | None
+    dedup: dedup.DedupStats | None = None
+    select: select.SelectStats | None = None
+    export: export.ExportStats | None = None
 
 
 def run(cfg: Config, config_yaml: str = "") -> RunResult:
@@ -76,5 +82,15 @@ def run(cfg: Config, config_yaml: str = "") -> RunResult:
     if config_yaml:
         store.write_text("config.yaml", config_yaml)
     connect(cfg)
-    gen_stats = generate.run_step(cfg, store) if "generate" in cfg.steps else None
-    return RunResult(summary=summarize(store, cfg.examples_to_print), generate=gen_stats)
+    steps = set(cfg.steps)
+    gen_stats = generate.run_step(cfg, store) if "generate" in steps else None
+    dedup_stats = dedup.run_step(cfg, store) if "dedup" in steps else None
+    select_stats = select.run_step(cfg, store) if "select" in steps else None
+    export_stats = export.run_step(cfg, store) if "export" in steps else None
+    return RunResult(
+        summary=summarize(store, cfg.examples_to_print),
+        generate=gen_stats,
+        dedup=dedup_stats,
+        select=select_stats,
+        export=export_stats,
+    )
