@@ -31,7 +31,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..config import ConfigError, DedupConfig
-from ..dedup import find_near_duplicates
 from ..storage import RunStore
 
 STEP = "dedup"
@@ -101,6 +100,8 @@ def _dedup_columns(n: int, has_embedding: np.ndarray, result) -> list[pa.Array]:
 
 def dedup_run(run_uri: str, cfg: DedupConfig) -> DedupStats:
     """Read every tagged part, search, write every deduped part; or nothing if already done."""
+    from ..dedup import find_near_duplicates  # faiss loads only where the step runs
+
     store = RunStore(run_uri)
     source, target = store.kept_dir(INPUT_STEP), store.kept_dir(STEP)
     parts = store.part_files(source)
