@@ -39,6 +39,7 @@ FILES = {
     "dpo": "dpo.jsonl",
     "parquet": "data.parquet",
 }
+JSONL_COLUMNS = ("uuid", "instruction", "response", "conversations", "chosen", "rejected")
 ROLE_OF = {"human": "user", "gpt": "assistant", "system": "system"}
 
 
@@ -108,7 +109,8 @@ def write_exports(store: RunStore, table: pa.Table, cfg: ExportConfig) -> Export
     table = ordered(table)
     out = posixpath.join(store.root, EXPORT_DIR)
     files: dict[str, int] = {}
-    rows = table.to_pylist() if set(cfg.formats) - {"parquet"} else []
+    jsonl_columns = [c for c in JSONL_COLUMNS if c in table.column_names]
+    rows = table.select(jsonl_columns).to_pylist() if set(cfg.formats) - {"parquet"} else []
     without_pair = 0
     for fmt in cfg.formats:
         path = posixpath.join(out, FILES[fmt])
