@@ -7,8 +7,8 @@ Pure maths (numpy, scipy, faiss; no Ray, no files). Input: `uuids` (n distinct s
 - `min_neighbor_distance`: squared L2 distance to the nearest *other* row, as the reference (on
   unit vectors it is 2 - 2 cos, so the default threshold 0.05 means cos > 0.975); NaN for a lone
   row.
-- `repeat_count`: other rows closer than the threshold, capped at `k` (the reference counts them
-  among its k=500 nearest neighbours).
+- `repeat_count`: other rows found closer than the threshold, capped at `k` (the reference
+  counts them among its k=500 nearest neighbours).
 - `min_similar_uuid`: the canonical uuid of the row's duplicate cluster; None when no other row
   is under the threshold (the released datasets' convention: a row survives when this is None
   or its own uuid).
@@ -144,8 +144,11 @@ def _collect(n: int, blocks, k: int) -> _Found:
         pairs_from.append(hit_from)
         pairs_to.append(hit_to)
     src, dst = np.concatenate(pairs_from), np.concatenate(pairs_to)
-    repeats = np.minimum(np.bincount(src, minlength=n), k)
-    return _Found(min_distance, nearest, repeats, src, dst)
+    # A pair can be found from either row (or both): count each unordered pair once per row.
+    pair_keys = np.unique(np.minimum(src, dst) * n + np.maximum(src, dst))
+    first, second = pair_keys // n, pair_keys % n
+    repeats = np.bincount(first, minlength=n) + np.bincount(second, minlength=n)
+    return _Found(min_distance, nearest, np.minimum(repeats, k), first, second)
 
 
 def _flat_blocks(x, norms, threshold, block_elements):
