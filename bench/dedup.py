@@ -10,8 +10,9 @@ data generation is excluded from the time) and reports:
 
   recall     planted pairs that end in one cluster (the same min_similar_uuid) / planted pairs
   survivors  rows kept as canonical; exactly one per planted pair is expected
-  vs exact   on the same data: rows whose nearest-neighbour distance matches exact search, and
-             exact under-threshold neighbours that landed in the same cluster. Exact search of
+  vs exact   on the same data: rows whose nearest-neighbour distance matches exact search
+             (within 1e-4), the ratio of the two distances (p50, p99; >= 1), and exact
+             under-threshold neighbours that landed in the same cluster. Exact search of
              every row at 100k; at 1M exact search of a seeded sample of rows (half planted).
 
     .venv/bin/python bench/dedup.py --rows 100000 --exact all     # IVF, then exact on all rows
@@ -115,6 +116,8 @@ def compare_with_exact(uuids, vectors, result, exact: str, cfg: DedupConfig, pla
         started, cpu_started = time.perf_counter(), time.process_time()
         truth = find_near_duplicates(uuids, vectors, replace(cfg, index="flat"), gpu=False)
         same_nn = np.isclose(truth.min_neighbor_distance, result.min_neighbor_distance, atol=1e-4)
+        ratio = result.min_neighbor_distance / np.maximum(truth.min_neighbor_distance, 1e-6)
+        under = cfg.threshold
         similar = truth.min_similar_uuid
         planted_in_truth = sum(
             similar[i] is not None and similar[i] == similar[rows - planted + i]
@@ -126,6 +129,18 @@ def compare_with_exact(uuids, vectors, result, exact: str, cfg: DedupConfig, pla
             "exact_planted_recall": round(planted_in_truth / planted, 5),
             "exact_rows_compared": rows,
             "nn_distance_match": round(float(same_nn.mean()), 5),
+            "nn_distance_ratio_p50_p99": [
+                round(float(q), 4) for q in np.nanquantile(ratio, [0.5, 0.99])
+            ],
+            "nn_under_threshold_agreement": round(
+                float(
+                    (
+                        (truth.min_neighbor_distance < under)
+                        == (result.min_neighbor_distance < under)
+                    ).mean()
+                ),
+                5,
+            ),
             "same_survivors_as_exact": bool((truth.is_canonical == result.is_canonical).all()),
             "exact_clusters": truth.num_clusters,
             "repeat_count_match": round(
@@ -141,11 +156,13 @@ def compare_with_exact(uuids, vectors, result, exact: str, cfg: DedupConfig, pla
     index.add(vectors)
     distances, labels = index.search(vectors[queries], 11)
     matches = under_total = under_same_cluster = 0
+    ratios = []
     similar = result.min_similar_uuid
     for q, dist, lab in zip(queries, distances, labels, strict=True):
         others = lab != q
         dist, lab = np.maximum(dist[others][:10], 0), lab[others][:10]
         matches += abs(dist[0] - result.min_neighbor_distance[q]) < 1e-4
+        ratios.append(result.min_neighbor_distance[q] / max(dist[0], 1e-6))
         for d, j in zip(dist, lab, strict=True):
             if d < cfg.threshold:
                 under_total += 1
@@ -153,6 +170,9 @@ def compare_with_exact(uuids, vectors, result, exact: str, cfg: DedupConfig, pla
     return {
         "exact_rows_compared": len(queries),
         "nn_distance_match": round(matches / len(queries), 5),
+        "nn_distance_ratio_p50_p99": [
+            round(float(q), 4) for q in np.nanquantile(ratios, [0.5, 0.99])
+        ],
         "exact_under_threshold_pairs": under_total,
         "edge_recall_vs_exact": round(under_same_cluster / max(under_total, 1), 5),
     }
