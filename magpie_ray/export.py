@@ -148,9 +148,9 @@ def run_step(cfg, store: RunStore) -> ExportStats:
     if not parts:
         raise ConfigError(f"no selected parts in {source}: run the select step first")
     fingerprint = {"inputs": store.fingerprint(source), "config": asdict(cfg.export)}
-    manifest = store.read_manifest(target)
-    if manifest is not None and manifest["made_from"] == fingerprint:
-        return ExportStats(**manifest["stats"], skipped=True)
+    finished = store.finished_stats(target, fingerprint)
+    if finished is not None:
+        return ExportStats(**finished, skipped=True)
     store.clear_manifest(target)
     table = store.read_parts(source)
     stats = write_exports(store, table, cfg.export)

@@ -156,6 +156,13 @@ class RunStore:
         with self.fs.open_input_stream(path) as f:
             return json.loads(f.read().decode())
 
+    def finished_stats(self, directory: str, made_from: dict) -> dict | None:
+        """The stats a global step recorded if it finished from exactly `made_from`, else None."""
+        manifest = self.read_manifest(directory)
+        if manifest is None or manifest["made_from"] != json.loads(json.dumps(made_from)):
+            return None
+        return manifest["stats"]
+
     def write_manifest(self, directory: str, manifest: dict) -> None:
         text = json.dumps(manifest, indent=1, sort_keys=True)
         self.write_text(posixpath.relpath(posixpath.join(directory, MANIFEST), self.root), text)

@@ -108,9 +108,9 @@ def dedup_run(run_uri: str, cfg: DedupConfig) -> DedupStats:
     if not parts:
         raise ConfigError(f"no tagged parts in {source}: run the tag step first (steps=[tag,...])")
     fingerprint = {"inputs": store.fingerprint(source), "config": asdict(cfg)}
-    manifest = store.read_manifest(target)
-    if manifest is not None and manifest["made_from"] == fingerprint:
-        return DedupStats(**manifest["stats"], skipped=True)
+    finished = store.finished_stats(target, fingerprint)
+    if finished is not None:
+        return DedupStats(**finished, skipped=True)
 
     started = time.perf_counter()
     store.clear_manifest(target)

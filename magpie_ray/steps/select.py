@@ -55,9 +55,9 @@ def select_run(store: RunStore, recipe: FilterConfig) -> SelectStats:
     if not parts:
         raise ConfigError(f"no deduped parts in {source}: run the dedup step first")
     fingerprint = {"inputs": store.fingerprint(source), "recipe": asdict(recipe)}
-    manifest = store.read_manifest(target)
-    if manifest is not None and manifest["made_from"] == fingerprint:
-        return SelectStats(**manifest["stats"], skipped=True)
+    finished = store.finished_stats(target, fingerprint)
+    if finished is not None:
+        return SelectStats(**finished, skipped=True)
 
     started = time.perf_counter()
     store.clear_manifest(target)
