@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from magpie_ray import export
 from magpie_ray.config import Config, ConfigError, DedupConfig, FilterConfig
+from magpie_ray.report import format_global_steps
 from magpie_ray.steps import dedup as dedup_step
 from magpie_ray.steps import select as select_step
 from magpie_ray.storage import RunStore, part_name
@@ -151,7 +152,10 @@ def test_export_runs_after_select_and_skips_when_done(run, tmp_path):
     assert stats.files["dpo.jsonl"] + stats.rows_without_pair == kept
     exports = tmp_path / "steps" / "exports"
     assert pq.read_table(exports / "data.parquet").num_rows == kept
-    assert export.run_step(cfg, store).skipped
+    again = export.run_step(cfg, store)
+    assert again.skipped
+    summary = format_global_steps(dedup_step.run_step(cfg, store), None, again)
+    assert "3 duplicates in 2 clusters" in summary and "exports (already done)" in summary
 
 
 def test_steps_without_input_say_which_step_to_run(tmp_path):
