@@ -36,7 +36,7 @@ def _resolve_output_dir(cfg: Config) -> None:
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(dcfg: DictConfig) -> None:
     from . import pipeline
-    from .report import format_summary
+    from .report import format_global_steps, format_summary
 
     try:
         cfg: Config = OmegaConf.to_object(dcfg)
@@ -49,6 +49,9 @@ def main(dcfg: DictConfig) -> None:
         sys.exit(2)
     print("=" * 72)
     print(format_summary(result.summary, result.generate, tag_stats=result.tag))
+    global_steps = format_global_steps(result.dedup, result.select, result.export)
+    if global_steps:
+        print(global_steps)
     print(f"report: {result.report_path}")
     print("=" * 72)
 

@@ -12,9 +12,12 @@ import importlib.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-STEPS = ("generate", "tag")
+STEPS = ("generate", "tag", "dedup", "select", "export")
 JUDGE_TASKS = ("difficulty", "quality", "classification")
+EXPORT_FORMATS = ("sharegpt", "messages", "dpo", "parquet")
+INDEX_KINDS = ("auto", "flat", "ivf")
 ENGINE_KINDS = ("vllm", "hf")
 # A Hugging Face Hub id ("org/name"): only a cluster with Hub access can use one.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -255,6 +258,62 @@ class TagConfig:
 
 
 @dataclass
+class DedupConfig:
+    """Global near-duplicate search over instruction embeddings (magpie_ray/dedup.py)."""
+
+    embedding_column: str = "embedding"  # list<float32>, L2-normalised; null = no embedding
+    k: int = 500  # the reference's k-NN size: repeat_count is capped at k
+    threshold: float = 0.05  # squared L2 under which two rows are near duplicates (cos > 0.975)
+    index: str = "auto"  # auto (flat up to exact_max_rows, ivf beyond) | flat | ivf
+    exact_max_rows: int = 50_000
+    rows_per_list: int = 128  # IVF: nlist = rows / rows_per_list (unless nlist is set)
+    nlist: int | None = None
+    nprobe: int = 8  # IVF: lists each row is filed under (its nearest centroids)
+    hnsw_ef_search: int = 48  # IVF: search depth of the HNSW graph over the centroids
+    block_elements: int = 32_000_000  # distances computed per block (bounds memory: 4 B each)
+    use_gpu: bool | None = None  # None: a GPU when faiss has GPU support and one is visible
+    num_cpus: float = 1.0  # resources of the Ray task that runs the step on a cluster
+    num_gpus: float = 0.0
+    seed: int = 0  # IVF: which rows are sampled as centroids
+
+
+@dataclass
+class Condition:
+    """One filter predicate: a row is kept when `<column> <op> <value>` holds; null never does.
+
+    ops: > >= < <= == != (ordinal on input_quality / difficulty labels), in, not_in,
+    not_endswith (strings).
+    """
+
+    column: str = "???"
+    op: str = ">="
+    value: Any = None
+
+
+@dataclass
+class FilterConfig:
+    """A selection recipe (conf/filter/*.yaml): conditions, then the top-k longest responses."""
+
+    name: str = "custom"
+    description: str = ""
+    conditions: list[Condition] = field(default_factory=list)
+    top_k: int | None = None  # keep the k longest responses after the conditions; None = all
+    length_column: str = "response_length"  # characters; len(response) where null
+    exclude_truncated: bool = True  # drop responses whose finish reason is "length"
+    # Equal shares of top_k per group of `balance_column` labels (Pro-6: easy vs harder).
+    balance_column: str | None = None
+    balance_groups: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class ExportConfig:
+    """Files written from the selected rows under `<run>/exports/` (magpie_ray/export.py)."""
+
+    formats: list[str] = field(default_factory=lambda: list(EXPORT_FORMATS))
+    include_embedding: bool = False  # keep the embedding column in the Parquet export
+
+
+@dataclass
 class Config:
     run_name: str = "demo"
     output_dir: str = "outputs"  # a local path or a URI; absolute under `ray job submit`
@@ -271,6 +330,9 @@ class Config:
     guard: GuardConfig = field(default_factory=GuardConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     @property
     def run_uri(self) -> str:
@@ -379,6 +441,13 @@ def validate_static(cfg: Config) -> None:
         )
     if "tag" in cfg.steps:
         problems.extend(tag_problems(cfg))
+    problems.extend(dedup_problems(cfg.dedup))
+    from .select import filter_problems
+
+    problems.extend(filter_problems(cfg.filter))
+    unknown_formats = [f for f in cfg.export.formats if f not in EXPORT_FORMATS]
+    if unknown_formats:
+        problems.append(f"export.formats: unknown {unknown_formats}; valid: {list(EXPORT_FORMATS)}")
     if problems:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
 
@@ -496,4 +565,20 @@ def _base_model_problems(cfg: Config) -> list[str]:
         load_examples(base.examples_file)
     except ExamplesError as err:
         problems.append(f"generate.base.examples_file: {err}")
+    return problems
+
+
+def dedup_problems(d: DedupConfig) -> list[str]:
+    problems = []
+    if d.k < 1:
+        problems.append(f"dedup.k={d.k}: must be >= 1")
+    if not 0 < d.threshold < 4:
+        problems.append(f"dedup.threshold={d.threshold}: squared L2 of unit vectors, in (0, 4)")
+    if d.index not in INDEX_KINDS:
+        problems.append(f"dedup.index={d.index!r}; valid: {list(INDEX_KINDS)}")
+    if d.nlist is not None and d.nlist < 1:
+        problems.append(f"dedup.nlist={d.nlist}: must be >= 1 (or null for 4 sqrt(n))")
+    for key in ("exact_max_rows", "rows_per_list", "nprobe", "hnsw_ef_search", "block_elements"):
+        if getattr(d, key) < 1:
+            problems.append(f"dedup.{key}={getattr(d, key)}: must be >= 1")
     return problems

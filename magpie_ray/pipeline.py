@@ -4,6 +4,9 @@
     generate    pre-query -> instruction -> response       (generated/)
     tag         reward, guard, judge, language, lengths, embeddings, one actor pool each
                                                            (tagged/)
+    dedup       all embeddings -> near-duplicate clusters   (tagged/ -> deduped/)
+    select      filter recipe, top-k longest last           (selected/, dropped/select/)
+    export      ShareGPT / messages / DPO JSONL, Parquet    (exports/)
 
 Each step reads what the previous one wrote and skips rows already done, so rerunning the same
 command resumes a killed job.
@@ -14,11 +17,11 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
-from . import templates
+from . import export, templates
 from .config import Config, ConfigError, model_source, resolve_model_path, validate_static
 from .report import RunSummary, invocation_lines, summarize
 from .run_report import write_report
-from .steps import generate, tag
+from .steps import dedup, generate, select, tag
 from .storage import RunStore
 
 
@@ -116,6 +119,9 @@ class RunResult:
     generate: generate.StepStats | None
     tag: tag.TagStats | None = None
     report_path: str | None = None
+    dedup: dedup.DedupStats | None = None
+    select: select.SelectStats | None = None
+    export: export.ExportStats | None = None
 
 
 def run(cfg: Config, config_yaml: str = "") -> RunResult:
@@ -124,12 +130,19 @@ def run(cfg: Config, config_yaml: str = "") -> RunResult:
     if config_yaml:
         store.write_text("config.yaml", config_yaml)
     connect(cfg)
-    gen_stats = generate.run_step(cfg, store) if "generate" in cfg.steps else None
-    tag_stats = tag.run_step(cfg, store) if "tag" in cfg.steps else None
+    steps = set(cfg.steps)
+    gen_stats = generate.run_step(cfg, store) if "generate" in steps else None
+    tag_stats = tag.run_step(cfg, store) if "tag" in steps else None
+    dedup_stats = dedup.run_step(cfg, store) if "dedup" in steps else None
+    select_stats = select.run_step(cfg, store) if "select" in steps else None
+    export_stats = export.run_step(cfg, store) if "export" in steps else None
     invocation = invocation_lines(gen_stats, tag_stats)
     return RunResult(
         summary=summarize(store, cfg.examples_to_print),
         generate=gen_stats,
         tag=tag_stats,
+        dedup=dedup_stats,
+        select=select_stats,
+        export=export_stats,
         report_path=write_report(store, f"magpie-ray run {cfg.run_name}", invocation, cfg.seed),
     )

@@ -180,3 +180,26 @@ def format_summary(summary: RunSummary, stats=None, width: int = 300, tag_stats=
 def _clip(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def format_global_steps(dedup=None, select=None, export=None) -> str:
+    """One line per global step that ran (DedupStats, SelectStats, ExportStats)."""
+    lines = []
+    if dedup is not None:
+        done = " (already done)" if dedup.skipped else ""
+        lines.append(
+            f"dedup{done}: {dedup.rows} rows, {dedup.duplicates} duplicates in "
+            f"{dedup.duplicate_clusters} clusters, {dedup.rows_without_embedding} without "
+            f"embedding; search: {dedup.search}"
+        )
+    if select is not None:
+        done = " (already done)" if select.skipped else ""
+        drops = ", ".join(f"{k}={v}" for k, v in sorted(select.drops.items())) or "none"
+        lines.append(f"select {select.recipe}{done}: kept {select.kept} of {select.rows}; {drops}")
+        if select.missing_columns:
+            lines.append(f"  columns not in the data (read as null): {select.missing_columns}")
+    if export is not None:
+        done = " (already done)" if export.skipped else ""
+        files = ", ".join(f"{k}={v}" for k, v in export.files.items())
+        lines.append(f"exports{done}: {files}")
+    return "\n".join(lines)

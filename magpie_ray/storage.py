@@ -4,16 +4,22 @@ A run lives at `<output_dir>/<run_name>/` (a local path or a URI pyarrow can ope
 
     config.yaml              the resolved config of the latest invocation
     generated/part-*.parquet rows kept by the generate step
-    tagged/part-*.parquet    generated rows with their tags (the tag step drops nothing)
-    dropped/generate/part-*  rows the generate step dropped: uuid, index, step, reason, detail
+    dropped/<step>/part-*    rows a step dropped: uuid, index, step, reason, detail
+    tagged/ deduped/ selected/  the tag, dedup and select steps' rows (`kept_dir`)
+    exports/                 SFT / preference files made from selected/
+    report.html              the run report
 
 Every part file is written under a hidden temporary name and then renamed, so readers never see a
-partial file. A step's "done" set is the uuids in its kept and dropped parts: a rerun skips them.
+partial file. A row-wise step's "done" set is the uuids in its kept and dropped parts: a rerun
+skips them. A global step (dedup, select, export) writes `_manifest.json` into its output
+folder last, naming the input parts and config it was made from; a rerun with the same inputs
+and config does nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import posixpath
 import uuid as uuidlib
 
@@ -33,7 +39,8 @@ DROPPED_SCHEMA = pa.schema(
 
 
 # Where each step's kept rows live (the released-dataset-like names a user browses).
-KEPT_DIRS = {"generate": "generated", "tag": "tagged", "dedup": "deduped"}
+KEPT_DIRS = {"generate": "generated", "tag": "tagged", "dedup": "deduped", "select": "selected"}
+MANIFEST = "_manifest.json"
 
 
 def _open(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -136,3 +143,41 @@ class RunStore:
             if table is not None:
                 done.update(table.column("uuid").to_pylist())
         return done
+
+    def fingerprint(self, directory: str) -> list[list]:
+        """[name, size] of each part file: what a global step's output was made from."""
+        return [
+            [posixpath.basename(f), self.fs.get_file_info(f).size]
+            for f in self.part_files(directory)
+        ]
+
+    def read_manifest(self, directory: str) -> dict | None:
+        path = posixpath.join(directory, MANIFEST)
+        if self.fs.get_file_info(path).type == pafs.FileType.NotFound:
+            return None
+        with self.fs.open_input_stream(path) as f:
+            return json.loads(f.read().decode())
+
+    def finished_stats(self, directory: str, made_from: dict) -> dict | None:
+        """The stats a global step recorded if it finished from exactly `made_from`, else None."""
+        manifest = self.read_manifest(directory)
+        if manifest is None or manifest["made_from"] != json.loads(json.dumps(made_from)):
+            return None
+        return manifest["stats"]
+
+    def write_manifest(self, directory: str, manifest: dict) -> None:
+        text = json.dumps(manifest, indent=1, sort_keys=True)
+        self.write_text(posixpath.relpath(posixpath.join(directory, MANIFEST), self.root), text)
+
+    def clear_manifest(self, directory: str) -> None:
+        """Before a global step rewrites its folder: a crash midway must not look done."""
+        path = posixpath.join(directory, MANIFEST)
+        if self.fs.get_file_info(path).type != pafs.FileType.NotFound:
+            self.fs.delete_file(path)
+
+    def remove_parts(self, directory: str, keep: set[str]) -> list[str]:
+        """Delete part files whose name is not in `keep` (outputs of inputs that are gone)."""
+        stale = [f for f in self.part_files(directory) if posixpath.basename(f) not in keep]
+        for f in stale:
+            self.fs.delete_file(f)
+        return stale

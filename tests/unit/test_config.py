@@ -28,7 +28,11 @@ def _options(group: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "override",
-    [f"{g}={o}" for g in ("model", "engine", "cluster", "experiment", "grid") for o in _options(g)],
+    [
+        f"{g}={o}"
+        for g in ("model", "engine", "cluster", "experiment", "grid", "filter")
+        for o in _options(g)
+    ],
 )
 def test_every_group_option_composes_onto_the_schema(override):
     cfg = _compose(override)
@@ -76,6 +80,23 @@ def test_static_validation_names_each_problem(tmp_path):
     message = str(err.value)
     for needle in ("does not exist", "make model", "num_samples", "top_p", "tgi", "finetune"):
         assert needle in message
+
+
+def test_dedup_filter_and_export_values_are_checked():
+    cfg = _compose(
+        "filter=pro-6",
+        "filter.top_k=null",
+        "dedup.threshold=5",
+        "dedup.index=hnsw",
+        "export.formats=[alpaca]",
+        "filter.conditions=[{column: difficulty, op: '>=', value: medum}]",
+    )
+    with pytest.raises(ConfigError) as err:
+        validate_static(cfg)
+    message = str(err.value)
+    for needle in ("balance_column needs filter.top_k", "threshold", "hnsw", "alpaca", "labels"):
+        assert needle in message
+    assert _compose().filter.name == "released"
 
 
 def test_hub_ids_pass_static_checks_but_typos_in_local_paths_do_not(tmp_path):

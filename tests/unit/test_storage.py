@@ -58,3 +58,28 @@ def test_store_pickles_as_its_uri_and_accepts_file_uris(tmp_path):
     clone = pickle.loads(pickle.dumps(store))
     assert clone.run_uri == store.run_uri
     assert (tmp_path / "run" / "config.yaml").read_text() == "a: 1\n"
+
+
+def test_a_global_step_is_done_only_for_the_inputs_and_config_it_recorded(tmp_path):
+    store = RunStore(str(tmp_path / "run"))
+    out = store.kept_dir("dedup")
+    made_from = {"inputs": [["part-a.parquet", 10]], "config": {"k": 5, "groups": ("x",)}}
+    assert store.finished_stats(out, made_from) is None
+    store.write_manifest(out, {"made_from": made_from, "stats": {"rows": 10}})
+    assert store.finished_stats(out, made_from) == {"rows": 10}, "tuples compare as JSON lists"
+    assert store.finished_stats(out, {**made_from, "config": {"k": 6}}) is None
+    store.clear_manifest(out)
+    assert store.finished_stats(out, made_from) is None
+    assert store.kept_dir("tag").endswith("/tagged") and store.kept_dir("select").endswith(
+        "/selected"
+    )
+
+
+def test_remove_parts_keeps_only_the_named_ones(tmp_path):
+    store = RunStore(str(tmp_path / "run"))
+    out = store.kept_dir("select")
+    for name in ("part-1.parquet", "part-2.parquet"):
+        store.write_part(out, name, _dropped([name]))
+    store.remove_parts(out, {"part-2.parquet"})
+    assert [p.rsplit("/", 1)[1] for p in store.part_files(out)] == ["part-2.parquet"]
+    assert store.fingerprint(out)[0][0] == "part-2.parquet"

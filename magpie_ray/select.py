@@ -1,0 +1,223 @@
+"""Selection: a filter recipe (conditions, then the top-k longest responses) over tagged rows.
+
+Pure (pyarrow + numpy; no Ray, no files). `select_rows(table, recipe)` reads the columns the
+recipe names (plus `uuid`, `response`, `response_length`, `response_finish_reason`) and returns
+a `Selection`: which rows are kept and, for every other row, exactly one drop reason and a
+detail (the value that failed), in table order. Stages, in order:
+
+1. conditions, in the order the recipe lists them; a row is dropped by the first it fails.
+   A condition is kept-when-true: "input_quality >= good" keeps rows rated good or excellent.
+   Quality and difficulty labels compare by rank (`ORDINAL_LABELS`), numbers numerically.
+   A null value (a failed tag, NaN, or a column the data lacks) never passes and is counted
+   under its own reason "<column> is null"; an unknown label under "<column> unknown label".
+2. `exclude_truncated`: rows whose response hit max_tokens (finish reason "length") are
+   dropped as "response truncated", before length ranking can favour them.
+3. top-k: the `top_k` longest responses (characters: `length_column`, else len(response)),
+   ties broken by uuid, so the result does not depend on row order. With `balance_column`
+   each group of labels gets an equal share of top_k (Pro-6: easy vs harder); rows outside
+   every group are dropped as "<column> not in balance groups".
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .config import Condition, ConfigError, FilterConfig
+
+ORDINAL_LABELS = {
+    "input_quality": ("very poor", "poor", "average", "good", "excellent"),
+    "difficulty": ("very easy", "easy", "medium", "hard", "very hard"),
+}
+COMPARISONS = {
+    ">": pc.greater,
+    ">=": pc.greater_equal,
+    "<": pc.less,
+    "<=": pc.less_equal,
+    "==": pc.equal,
+    "!=": pc.not_equal,
+}
+SET_OPS = ("in", "not_in")
+STRING_OPS = ("not_endswith",)
+OPS = (*COMPARISONS, *SET_OPS, *STRING_OPS)
+TRUNCATED = "response truncated"
+BELOW_TOP_K = "not in top-k longest"
+
+
+def describe(cond: Condition) -> str:
+    """The condition as its drop reason: what a kept row satisfies."""
+    value = cond.value
+    if isinstance(value, list | tuple):
+        value = "[" + ", ".join(str(v) for v in value) + "]"
+    return f"{cond.column} {cond.op.replace('_', ' ')} {value}"
+
+
+def filter_problems(recipe: FilterConfig) -> list[str]:
+    """Config errors in a recipe, each naming the fix (empty when it is valid)."""
+    problems = []
+    for i, cond in enumerate(recipe.conditions):
+        where = f"filter.conditions[{i}] ({cond.column} {cond.op} {cond.value})"
+        if cond.op not in OPS:
+            problems.append(f"{where}: unknown op; valid: {list(OPS)}")
+            continue
+        labels = ORDINAL_LABELS.get(cond.column)
+        values = cond.value if cond.op in SET_OPS else [cond.value]
+        if cond.op in SET_OPS and not isinstance(cond.value, list | tuple):
+            problems.append(f"{where}: '{cond.op}' needs a list value")
+        elif cond.op == "not_endswith" and not isinstance(cond.value, str):
+            problems.append(f"{where}: 'not_endswith' needs a string value")
+        elif labels and any(v not in labels for v in values):
+            problems.append(f"{where}: {cond.column} labels are {list(labels)}")
+        elif cond.value is None:
+            problems.append(f"{where}: needs a value (nulls never pass anyway)")
+    if recipe.top_k is not None and recipe.top_k < 1:
+        problems.append(f"filter.top_k={recipe.top_k}: must be >= 1, or null for no limit")
+    if recipe.balance_column:
+        if recipe.top_k is None:
+            problems.append("filter.balance_column needs filter.top_k (the total to split)")
+        if not recipe.balance_groups:
+            problems.append("filter.balance_column needs filter.balance_groups")
+        labels = ORDINAL_LABELS.get(recipe.balance_column)
+        for name, members in recipe.balance_groups.items():
+            if labels and any(m not in labels for m in members):
+                problems.append(
+                    f"filter.balance_groups.{name}: {recipe.balance_column} labels are "
+                    f"{list(labels)}"
+                )
+    return problems
+
+
+@dataclass
+class Selection:
+    """Per-row outcome in table order; `reasons[i]` is None exactly when row i is kept."""
+
+    kept: np.ndarray  # bool
+    reasons: list[str | None]
+    details: list[str | None]
+    missing_columns: list[str]
+
+    @property
+    def num_kept(self) -> int:
+        return int(self.kept.sum())
+
+    def drop_counts(self) -> dict[str, int]:
+        return dict(Counter(r for r in self.reasons if r is not None))
+
+
+def _column(table: pa.Table, name: str) -> pa.Array:
+    if name not in table.column_names:
+        return pa.nulls(table.num_rows)
+    column = table.column(name).combine_chunks()
+    if pa.types.is_floating(column.type):
+        column = pc.if_else(pc.is_nan(column), None, column)
+    return column
+
+
+def _mask(values: pa.Array) -> np.ndarray:
+    return values.to_numpy(zero_copy_only=False).astype(bool)
+
+
+def _passes(column: pa.Array, cond: Condition) -> tuple[np.ndarray, np.ndarray]:
+    """(passes, unknown_label) masks over the rows; nulls pass nothing."""
+    unknown = np.zeros(len(column), dtype=bool)
+    labels = ORDINAL_LABELS.get(cond.column)
+    if cond.op in SET_OPS:
+        result = pc.is_in(column, value_set=pa.array(list(cond.value)))
+        if cond.op == "not_in":
+            result = pc.invert(result)
+    elif cond.op == "not_endswith":
+        trimmed = pc.utf8_rtrim_whitespace(column.cast(pa.string()))
+        result = pc.invert(pc.ends_with(trimmed, pattern=cond.value))
+    elif labels:
+        ranks = pc.index_in(column.cast(pa.string()), value_set=pa.array(labels))
+        unknown = _mask(column.is_valid()) & _mask(ranks.is_null())
+        result = COMPARISONS[cond.op](ranks, labels.index(cond.value))
+    else:
+        value = pa.scalar(cond.value)
+        result = COMPARISONS[cond.op](column, value.cast(column.type))
+    return _mask(pc.fill_null(result, False)) & _mask(column.is_valid()), unknown
+
+
+def response_lengths(table: pa.Table, length_column: str) -> np.ndarray:
+    """Characters per response: `length_column` where set, else len(response)."""
+    counted = pc.utf8_length(_column(table, "response").cast(pa.string()))
+    lengths = pc.coalesce(_column(table, length_column).cast(pa.int64()), counted)
+    return pc.fill_null(lengths, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _top_k_longest(candidates: np.ndarray, lengths, uuids, k: int) -> np.ndarray:
+    """Rows among `candidates` with the k longest responses; ties go to the smaller uuid."""
+    if len(candidates) <= k:
+        return candidates
+    order = np.lexsort((uuids[candidates], -lengths[candidates]))
+    return candidates[order[:k]]
+
+
+def select_rows(table: pa.Table, recipe: FilterConfig) -> Selection:
+    """Apply `recipe` to `table`; see the module docstring for the stages and reasons."""
+    n = table.num_rows
+    reasons: list[str | None] = [None] * n
+    details: list[str | None] = [None] * n
+    alive = np.ones(n, dtype=bool)
+    needed = {c.column for c in recipe.conditions} | {recipe.balance_column or "uuid"}
+    missing = sorted(needed - set(table.column_names))
+
+    def drop(mask: np.ndarray, reason: str, values: pa.Array | None = None) -> None:
+        rows = np.flatnonzero(alive & mask)
+        for i in rows.tolist():
+            reasons[i] = reason
+            if values is not None:
+                value = values[i].as_py()
+                details[i] = None if value is None else str(value)
+        alive[rows] = False
+
+    for cond in recipe.conditions:
+        column = _column(table, cond.column)
+        drop(_mask(column.is_null()), f"{cond.column} is null")
+        if pa.types.is_null(column.type):
+            continue
+        try:
+            passes, unknown = _passes(column, cond)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
+            raise ConfigError(
+                f"filter condition '{describe(cond)}': {cond.column} is {column.type}, "
+                f"which cannot be compared with {cond.value!r} ({err})"
+            ) from err
+        drop(unknown, f"{cond.column} unknown label", column)
+        drop(~passes, describe(cond), column)
+    if recipe.exclude_truncated:
+        finish = _column(table, "response_finish_reason").cast(pa.string())
+        drop(_mask(pc.fill_null(pc.equal(finish, "length"), False)), TRUNCATED)
+
+    if recipe.top_k is not None:
+        uuids = np.asarray(_column(table, "uuid").cast(pa.string()).to_pylist(), dtype=object)
+        lengths = response_lengths(table, recipe.length_column)
+        if recipe.balance_column:
+            column = _column(table, recipe.balance_column)
+            drop(_mask(column.is_null()), f"{recipe.balance_column} is null")
+            shares = _balanced_shares(recipe.top_k, len(recipe.balance_groups))
+            grouped = np.zeros(n, dtype=bool)
+            winners = []
+            for members, share in zip(recipe.balance_groups.values(), shares, strict=True):
+                in_group = pc.is_in(column, value_set=pa.array(list(members)))
+                in_group = _mask(pc.fill_null(in_group, False))
+                grouped |= in_group
+                candidates = np.flatnonzero(alive & in_group)
+                winners.append(_top_k_longest(candidates, lengths, uuids, share))
+            drop(~grouped, f"{recipe.balance_column} not in balance groups", column)
+            chosen = np.concatenate(winners)
+        else:
+            chosen = _top_k_longest(np.flatnonzero(alive), lengths, uuids, recipe.top_k)
+        below = np.ones(n, dtype=bool)
+        below[chosen] = False
+        drop(below, BELOW_TOP_K, pa.array(lengths))
+    return Selection(kept=alive, reasons=reasons, details=details, missing_columns=missing)
+
+
+def _balanced_shares(total: int, groups: int) -> list[int]:
+    """Equal shares of `total`; the first groups take the remainder."""
+    return [total // groups + (1 if i < total % groups else 0) for i in range(groups)]

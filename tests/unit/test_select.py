@@ -1,0 +1,219 @@
+"""Filter recipes on small hand-made tables: every preset, nulls, ordinals, top-k, reasons."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from omegaconf import OmegaConf
+
+from magpie_ray.config import Condition, ConfigError, FilterConfig
+from magpie_ray.select import BELOW_TOP_K, TRUNCATED, filter_problems, select_rows
+
+PRESETS = Path(__file__).resolve().parents[2] / "conf" / "filter"
+
+
+def preset(name: str, **changes) -> FilterConfig:
+    merged = OmegaConf.merge(
+        OmegaConf.structured(FilterConfig), OmegaConf.load(PRESETS / f"{name}.yaml")
+    )
+    return replace(OmegaConf.to_object(merged), **changes)
+
+
+# A row that passes every preset; each test row changes one or two fields.
+GOOD = {
+    "instruction": "Explain B-trees.",
+    "response_length": 100,
+    "response_finish_reason": "stop",
+    "input_quality": "good",
+    "difficulty": "medium",
+    "instruct_reward": 1.0,
+    "reward_difference": 0.5,
+    "is_canonical": True,
+    "min_neighbor_distance": 0.3,
+}
+
+
+def table(rows: dict[str, dict]) -> pa.Table:
+    records = []
+    for uuid, changes in rows.items():
+        record = {"uuid": uuid, **GOOD, **changes}
+        record["response"] = "x" * (record["response_length"] or 7)
+        records.append(record)
+    schema = pa.schema(
+        [
+            ("uuid", pa.string()),
+            ("instruction", pa.string()),
+            ("response", pa.string()),
+            ("response_length", pa.int64()),
+            ("response_finish_reason", pa.string()),
+            ("input_quality", pa.string()),
+            ("difficulty", pa.string()),
+            ("instruct_reward", pa.float64()),
+            ("reward_difference", pa.float64()),
+            ("is_canonical", pa.bool_()),
+            ("min_neighbor_distance", pa.float32()),
+        ]
+    )
+    return pa.Table.from_pylist(records, schema=schema)
+
+
+def outcome(tbl: pa.Table, recipe: FilterConfig) -> dict[str, str | None]:
+    sel = select_rows(tbl, recipe)
+    assert sel.num_kept + sum(sel.drop_counts().values()) == tbl.num_rows, "one fate per row"
+    return dict(zip(tbl.column("uuid").to_pylist(), sel.reasons, strict=True))
+
+
+def test_released_filter_drops_each_failure_with_its_reason():
+    tbl = table(
+        {
+            "ok": {},
+            "average": {"input_quality": "average"},
+            "excellent": {"input_quality": "excellent"},
+            "low-reward": {"instruct_reward": -10.0},
+            "colon": {"instruction": "Complete the following: "},
+            "dup": {"is_canonical": False},
+            "untagged": {"input_quality": None},
+            "no-reward": {"instruct_reward": float("nan")},
+            "no-dedup": {"is_canonical": None},
+            "cut-off": {"response_finish_reason": "length", "response_length": 9999},
+        }
+    )
+    assert outcome(tbl, preset("released")) == {
+        "ok": None,
+        "average": "input_quality >= good",
+        "excellent": None,
+        "low-reward": "instruct_reward > -10",
+        "colon": "instruction not endswith :",
+        "dup": "is_canonical == True",
+        "untagged": "input_quality is null",
+        "no-reward": "instruct_reward is null",
+        "no-dedup": "is_canonical is null",
+        "cut-off": TRUNCATED,
+    }
+
+
+def test_air_compares_labels_by_rank_and_needs_reward_difference():
+    tbl = table(
+        {
+            "medium": {},
+            "very-hard": {"difficulty": "very hard"},
+            "easy": {"difficulty": "easy"},
+            "poor": {"input_quality": "poor"},
+            "typo": {"difficulty": "medum"},
+            "no-base": {"reward_difference": None},
+            "worse-than-base": {"reward_difference": 0.0},
+        }
+    )
+    assert outcome(tbl, preset("air")) == {
+        "medium": None,
+        "very-hard": None,
+        "easy": "difficulty >= medium",
+        "poor": "input_quality >= good",
+        "typo": "difficulty unknown label",
+        "no-base": "reward_difference is null",
+        "worse-than-base": "reward_difference > 0",
+    }
+
+
+CASES = {
+    "plain": {},
+    "average-easy": {"input_quality": "average", "difficulty": "easy"},
+    "good-very-easy": {"difficulty": "very easy"},
+    "poor": {"input_quality": "poor"},
+    "reward-11": {"instruct_reward": -11.0, "reward_difference": -1.0},
+    "reward-13": {"instruct_reward": -13.0},
+    "dup": {"is_canonical": False},
+}
+
+
+@pytest.mark.parametrize(
+    "name, kept",
+    [
+        ("pro-1", {"plain", "average-easy", "good-very-easy", "reward-11"}),
+        ("pro-2", {"plain", "reward-11"}),
+        ("pro-3", {"plain", "average-easy", "good-very-easy", "poor", "reward-11"}),
+        ("pro-4", {"plain", "reward-13"}),
+        ("pro-5", {"plain", "reward-11"}),
+    ],
+)
+def test_pro_presets_keep_what_table_5_says(name, kept):
+    reasons = outcome(table(CASES), preset(name))
+    assert {u for u, r in reasons.items() if r is None} == kept
+
+
+def test_pro_6_splits_top_k_between_easy_and_harder():
+    rows = {f"e{i}": {"difficulty": "easy", "response_length": 10 + i} for i in range(4)}
+    rows |= {f"h{i}": {"difficulty": "hard", "response_length": 100 + i} for i in range(4)}
+    rows |= {"v": {"difficulty": "very easy", "response_length": 5}, "n": {"difficulty": None}}
+    reasons = outcome(table(rows), preset("pro-6", top_k=4))
+    assert {u for u, r in reasons.items() if r is None} == {"e2", "e3", "h2", "h3"}
+    assert reasons["e0"] == reasons["v"] == reasons["h1"] == BELOW_TOP_K
+    assert reasons["n"] == "difficulty is null"
+
+
+def test_top_k_is_last_skips_truncated_and_ignores_row_order():
+    rows = {f"r{i}": {"response_length": length} for i, length in enumerate([5, 50, 50, 40, 7])}
+    rows["long-but-cut"] = {"response_length": 1000, "response_finish_reason": "length"}
+    rows["long-but-poor"] = {"response_length": 900, "input_quality": "poor"}
+    recipe = preset("released", top_k=3)
+    reasons = outcome(table(rows), recipe)
+    assert {u for u, r in reasons.items() if r is None} == {"r1", "r2", "r3"}
+    assert reasons["long-but-cut"] == TRUNCATED
+    assert reasons["long-but-poor"] == "input_quality >= good"
+    tied = table({"b": {}, "a": {}, "c": {}})  # equal lengths: the smallest uuids win
+    for order in ([0, 1, 2], [2, 0, 1]):
+        reasons = outcome(tied.take(order), replace(recipe, top_k=2))
+        assert {u for u, r in reasons.items() if r is None} == {"a", "b"}
+    kept_truncated = outcome(table(rows), replace(recipe, exclude_truncated=False))
+    assert kept_truncated["long-but-cut"] is None
+
+
+def test_response_length_falls_back_to_the_response_text():
+    tbl = table({"short": {"response_length": 3}, "long": {"response_length": 30}})
+    tbl = tbl.set_column(3, "response_length", pa.nulls(2, pa.int64()))
+    reasons = outcome(tbl, preset("released", top_k=1))
+    assert reasons == {"short": BELOW_TOP_K, "long": None}
+
+
+def test_user_conditions_on_any_tag_and_columns_the_data_lacks():
+    recipe = FilterConfig(
+        conditions=[
+            Condition("min_neighbor_distance", ">", 0.1),
+            Condition("task_category", "in", ["Math", "Coding & Debugging"]),
+        ]
+    )
+    tbl = table({"near": {"min_neighbor_distance": 0.05}, "far": {}})
+    sel = select_rows(tbl, recipe)
+    assert sel.reasons == ["min_neighbor_distance > 0.1", "task_category is null"]
+    assert sel.details[0].startswith("0.05")
+    assert sel.missing_columns == ["task_category"]
+    tbl = tbl.append_column("task_category", pa.array(["Math", "Others"]))
+    assert select_rows(tbl, recipe).kept.tolist() == [False, False]
+    assert np.array_equal(select_rows(tbl, FilterConfig()).kept, [True, True])
+
+
+def test_a_value_of_the_wrong_type_is_a_config_error():
+    with pytest.raises(ConfigError, match="instruct_reward is double"):
+        select_rows(
+            table({"a": {}}), FilterConfig(conditions=[Condition("instruct_reward", ">", "high")])
+        )
+
+
+@pytest.mark.parametrize("path", sorted(PRESETS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_preset_is_valid_and_says_what_it_keeps(path):
+    recipe = preset(path.stem)
+    assert filter_problems(recipe) == []
+    assert recipe.name == path.stem and recipe.description.startswith("kept = ")
+
+
+def test_bad_recipes_name_the_fix():
+    bad = FilterConfig(
+        conditions=[Condition("difficulty", ">=", "medum"), Condition("x", "~", 1)],
+        top_k=0,
+        balance_column="difficulty",
+    )
+    problems = "\n".join(filter_problems(bad))
+    for needle in ("labels are", "unknown op", "top_k=0", "balance_groups"):
+        assert needle in problems
