@@ -4,6 +4,8 @@ One invocation, one machine, one reward model, the same conversations for both v
 
   single   RewardScorer with micro_batch_size=1: a forward pass per conversation
   batched  RewardScorer with micro_batch_size=N: length-sorted micro-batches with padding
+  vllm     VLLMRewardScorer (reward.engine=vllm): every conversation in one pooling call,
+           batched by vLLM's scheduler (--vllm; raw logits, as the others)
 
 Both variants score the same conversations and must agree (max |difference| is reported).
 Conversations are built from real instruction/response text of varied length: the rows of a
@@ -30,7 +32,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from magpie_ray.assets import build_reward_stand_in  # noqa: E402
-from magpie_ray.steps.reward import RewardScorer, conversation_messages  # noqa: E402
+from magpie_ray.steps.reward import (  # noqa: E402
+    RewardScorer,
+    VLLMRewardScorer,
+    conversation_messages,
+)
 
 CACHE = Path(os.environ.get("MAGPIE_RAY_CACHE", Path.home() / ".cache" / "magpie-ray"))
 WORDS = (
@@ -88,6 +94,7 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--run-dir", type=Path, help="score this run's generated/ rows instead")
+    parser.add_argument("--vllm", action="store_true", help="add the vLLM pooling variant")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
@@ -103,22 +110,34 @@ def main() -> None:
         len(single.tokenizer(single.render(c), add_special_tokens=False)["input_ids"])
         for c in conversations
     )
+    variants = [("single", single, 1), ("batched", batched, args.micro_batch)]
+    if args.vllm:
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        scorer = VLLMRewardScorer(str(path), args.max_length, kv_cache_gib=0.5)
+        variants.append(("vllm", scorer, "vLLM"))
     results = {}
-    for name, scorer in (("single", single), ("batched", batched)):
+    for name, scorer, _ in variants:
         scores, seconds = timed_scores(scorer, conversations)
         results[name] = {"seconds": seconds, "rows_per_s": len(conversations) / seconds}
         results[name]["scores"] = scores
-    pairs = zip(results["single"]["scores"], results["batched"]["scores"], strict=True)
-    diff = max(abs(a - b) for a, b in pairs)
-    ratio = results["batched"]["rows_per_s"] / results["single"]["rows_per_s"]
+    diff = {
+        name: max(
+            abs(a - b)
+            for a, b in zip(results["single"]["scores"], results[name]["scores"], strict=True)
+        )
+        for name in results
+    }
+    ratio = {name: r["rows_per_s"] / results["single"]["rows_per_s"] for name, r in results.items()}
     device = "cuda" if batched.device == "cuda" else f"cpu ({os.cpu_count()} cores)"
     print(f"model {path.name}, {len(conversations)} conversations, {tokens} tokens, {device}")
-    print("| variant | micro-batch | s | rows/s |")
-    print("|---|---|---|---|")
-    for name, mb in (("single", 1), ("batched", args.micro_batch)):
+    print("| variant | batch | s | rows/s | / single | max abs score diff vs single |")
+    print("|---|---|---|---|---|---|")
+    for name, _, batch in variants:
         r = results[name]
-        print(f"| {name} | {mb} | {r['seconds']:.1f} | {r['rows_per_s']:.1f} |")
-    print(f"batched / single = {ratio:.2f}x; max |score difference| = {diff:.2e}")
+        print(
+            f"| {name} | {batch} | {r['seconds']:.1f} | {r['rows_per_s']:.1f} | "
+            f"{ratio[name]:.2f}x | {diff[name]:.1e} |"
+        )
     if args.json:
         for r in results.values():
             del r["scores"]
