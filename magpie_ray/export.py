@@ -144,15 +144,16 @@ def write_exports(store: RunStore, table: pa.Table, cfg: ExportConfig) -> Export
 def run_step(cfg, store: RunStore) -> ExportStats:
     """Export the selected rows, unless exports/ was already made from them with this config."""
     source, target = store.kept_dir(INPUT_STEP), posixpath.join(store.root, EXPORT_DIR)
-    parts = store.part_files(source)
-    if not parts:
-        raise ConfigError(f"no selected parts in {source}: run the select step first")
+    if store.read_manifest(source) is None:
+        raise ConfigError(f"no finished selection in {source}: run the select step first")
     fingerprint = {"inputs": store.fingerprint(source), "config": asdict(cfg.export)}
     finished = store.finished_stats(target, fingerprint)
     if finished is not None:
         return ExportStats(**finished, skipped=True)
     store.clear_manifest(target)
     table = store.read_parts(source)
+    if table is None:  # the filter kept nothing: empty files, with the full schema in Parquet
+        table = store.read_parts(store.kept_dir("dedup")).slice(0, 0)
     stats = write_exports(store, table, cfg.export)
     stats_fields = {k: v for k, v in asdict(stats).items() if k != "skipped"}
     store.write_manifest(target, {"made_from": fingerprint, "stats": stats_fields})

@@ -24,6 +24,7 @@ def test_smollm2_writes_clean_distinct_instructions(local_ray, smollm2_path, tmp
     cfg = Config(
         run_name="smol",
         output_dir=str(tmp_path),
+        steps=["generate"],
         model=ModelConfig(
             name="smollm2-135m-instruct",
             path=str(smollm2_path),
@@ -62,6 +63,7 @@ def test_smollm2_two_turns_and_three_preference_responses(local_ray, smollm2_pat
     cfg = Config(
         run_name="smol-mt",
         output_dir=str(tmp_path),
+        steps=["generate"],
         model=ModelConfig(
             name="smollm2-135m-instruct",
             path=str(smollm2_path),

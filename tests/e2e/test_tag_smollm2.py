@@ -1,4 +1,5 @@
-"""Generate -> tag on local Ray with the default conf: SmolLM2 generates and judges for real."""
+"""The whole default path on local Ray: SmolLM2 generates and judges for real, stand-ins score
+and guard, then dedup, select, export and the report."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def test_default_conf_generates_and_tags(local_ray, smollm2_path, tmp_path):
             ],
         )
     cfg = OmegaConf.to_object(dcfg)
-    assert cfg.steps == ["generate", "tag"]
+    assert cfg.steps == ["generate", "tag", "dedup", "select", "export"]
     result = pipeline.run(cfg)
 
     generated = read_parts(tmp_path / "tagged-demo" / "generated")
@@ -69,3 +70,16 @@ def test_default_conf_generates_and_tags(local_ray, smollm2_path, tmp_path):
     assert sum(summary.labels["task_category"].values()) == len(tagged)
     text = format_summary(result.summary, result.generate, tag_stats=result.tag)
     assert f"rows tagged: {len(tagged)}" in text and "reward model: stand-in:" in text
+
+    # the global steps ran on the tagged rows: every row is deduped, then kept or dropped once
+    run = tmp_path / "tagged-demo"
+    deduped = read_parts(run / "deduped")
+    assert sorted(r["uuid"] for r in deduped) == sorted(r["uuid"] for r in tagged)
+    assert all(r["min_neighbor_distance"] is not None for r in deduped)
+    kept = [r["uuid"] for r in read_parts(run / "selected")]
+    dropped = [r["uuid"] for r in read_parts(run / "dropped" / "select")]
+    assert sorted(kept + dropped) == sorted(r["uuid"] for r in tagged)
+    lines = (run / "exports" / "sharegpt.jsonl").read_text().splitlines()
+    assert len(lines) == len(kept) == result.export.files["sharegpt.jsonl"]
+    report = Path(result.report_path).read_text()
+    assert "Rows per step" in report and "data:image/png;base64," in report

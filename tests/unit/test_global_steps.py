@@ -167,3 +167,16 @@ def test_steps_without_input_say_which_step_to_run(tmp_path):
         select_step.run_step(cfg, store)
     with pytest.raises(ConfigError, match="select step"):
         export.run_step(cfg, store)
+
+
+def test_a_selection_that_keeps_nothing_exports_empty_files(run, tmp_path):
+    cfg, store = run
+    dedup_step.run_step(cfg, store)
+    none_kept = _config(tmp_path, top_k=0)
+    assert select_step.run_step(none_kept, store).kept == 0
+    stats = export.run_step(none_kept, store)
+    assert stats.rows == 0 and stats.files["sharegpt.jsonl"] == 0
+    exports = tmp_path / "steps" / "exports"
+    assert (exports / "sharegpt.jsonl").read_text() == ""
+    empty = pq.read_table(exports / "data.parquet")
+    assert empty.num_rows == 0 and "instruction" in empty.schema.names
