@@ -41,6 +41,30 @@ _MODEL_COLUMNS = {
 }
 
 
+def label_counts(table, column: str) -> dict[str, int]:
+    """Rows per value of a tag column, a null counted as "null"."""
+    return dict(Counter("null" if v is None else v for v in table.column(column).to_pylist()))
+
+
+def null_tag_reasons(table) -> dict[str, int]:
+    """Rows per "tag: reason" in `tag_errors` (why a tag is null)."""
+    reasons: Counter = Counter()
+    for errors in table.column("tag_errors").to_pylist():
+        for error in errors or []:
+            reasons[f"{error['tag']}: {_clip(error['reason'], 80)}"] += 1
+    return dict(reasons)
+
+
+def preference_pair_counts(table) -> dict[str, int]:
+    """Rows with preference samples: "pair" when chosen/rejected exist, else why not."""
+    pairs = zip(
+        table.column("rewards").to_pylist(),
+        table.column("preference_pair_reason").to_pylist(),
+        strict=True,
+    )
+    return dict(Counter(reason or "pair" for rewards, reason in pairs if rewards is not None))
+
+
 def summarize_tags(store: RunStore) -> TagSummary | None:
     columns = [
         *_LABEL_COLUMNS,
@@ -53,37 +77,20 @@ def summarize_tags(store: RunStore) -> TagSummary | None:
     table = store.read_parts(store.kept_dir("tag"), columns=columns)
     if table is None:
         return None
-    labels = {
-        c: dict(Counter("null" if v is None else v for v in table.column(c).to_pylist()))
-        for c in _LABEL_COLUMNS
-    }
-    reasons: Counter = Counter()
-    for errors in table.column("tag_errors").to_pylist():
-        for error in errors or []:
-            reasons[f"{error['tag']}: {_clip(error['reason'], 80)}"] += 1
     rewards = [r for r in table.column("instruct_reward").to_pylist() if r is not None]
     models = {}
     for tag, column in _MODEL_COLUMNS.items():
         names = {v for v in table.column(column).to_pylist() if v is not None}
         if names:
             models[tag] = ", ".join(sorted(names))
-    pairs = Counter(
-        reason or "pair"
-        for rewards, reason in zip(
-            table.column("rewards").to_pylist(),
-            table.column("preference_pair_reason").to_pylist(),
-            strict=True,
-        )
-        if rewards is not None
-    )
     return TagSummary(
         rows=table.num_rows,
         output_path=store.kept_dir("tag"),
-        labels=labels,
-        null_reasons=dict(reasons),
+        labels={c: label_counts(table, c) for c in _LABEL_COLUMNS},
+        null_reasons=null_tag_reasons(table),
         mean_reward=sum(rewards) / len(rewards) if rewards else None,
         models=models,
-        preference_pairs=dict(pairs),
+        preference_pairs=preference_pair_counts(table),
     )
 
 

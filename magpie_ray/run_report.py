@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import pyarrow.fs as pafs
 
+from .report import label_counts, null_tag_reasons, preference_pair_counts
 from .steps import judge
 from .storage import RunStore
 
@@ -94,21 +95,11 @@ def collect(store: RunStore, seed: int = 0) -> ReportData:
         return data
     for column in (*_ORDERS, "language"):
         if column in tags.column_names:
-            values = tags.column(column).to_pylist()
-            data.labels[column] = dict(Counter("null" if v is None else v for v in values))
+            data.labels[column] = label_counts(tags, column)
     if "tag_errors" in tags.column_names:
-        reasons: Counter = Counter()
-        for errors in tags.column("tag_errors").to_pylist():
-            for error in errors or []:
-                reasons[f"{error['tag']}: {error['reason'][:80]}"] += 1
-        data.null_tags = dict(reasons)
+        data.null_tags = null_tag_reasons(tags)
     if "preference_pair_reason" in tags.column_names:
-        pairs = zip(
-            tags.column("rewards").to_pylist(),
-            tags.column("preference_pair_reason").to_pylist(),
-            strict=True,
-        )
-        data.preference_pairs = dict(Counter(r or "pair" for s, r in pairs if s is not None))
+        data.preference_pairs = preference_pair_counts(tags)
     if "instruct_reward" in tags.column_names:
         data.rewards = [v for v in tags.column("instruct_reward").to_pylist() if v is not None]
     if "min_neighbor_distance" in tags.column_names:
