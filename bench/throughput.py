@@ -58,13 +58,14 @@ KV_CACHE_GIB = 1.0
 MAX_NUM_SEQS = 256
 
 
-def workload(name: str, pairs: int, seed: int) -> tuple[Config, list[dict]]:
+def workload(name: str, pairs: int, seed: int, vocab: int | None) -> tuple[Config, list[dict]]:
     """The config and seed rows every variant runs."""
     if name == "longtail":
         from magpie_ray.testing import build_tiny_chat_model
 
         smollm2 = CACHE / "models" / "smollm2-135m-instruct"
-        path = build_tiny_chat_model(CACHE / "test-models" / "bench-tiny-chat", smollm2)
+        folder = "bench-tiny-chat" + (f"-v{vocab}" if vocab else "")
+        path = build_tiny_chat_model(CACHE / "test-models" / folder, smollm2, vocab_size=vocab)
         model = ModelConfig(name="tiny-chat", path=str(path), family="smollm2", max_model_len=1024)
         gen = GenerateConfig(
             num_samples=pairs,
@@ -190,6 +191,8 @@ def run_pipeline(cfg, rows, actors: int) -> dict:
         "seconds": seconds,
         "load_seconds": stats.engine_load_seconds,
         "wall_seconds": stats.wall_seconds,
+        "engine_busy_fraction": stats.engine_busy_fraction,
+        "engine_steps": stats.engine_steps,
     }
 
 
@@ -199,6 +202,11 @@ def main() -> None:
     )
     parser.add_argument("--workload", default="longtail", choices=["longtail", "smollm2"])
     parser.add_argument("--pairs", type=int, default=2000)
+    parser.add_argument(
+        "--vocab",
+        type=int,
+        help="longtail: the tiny model's own vocabulary of this size (default: SmolLM2's 49,152)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, help="rows per pipeline batch (c only)")
     parser.add_argument("--in-flight", type=int, default=4, help="batches per actor (c only)")
@@ -206,7 +214,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
     args = parser.parse_args()
 
-    cfg, rows = workload(args.workload, args.pairs, args.seed)
+    cfg, rows = workload(args.workload, args.pairs, args.seed, args.vocab)
     cfg = replace(
         cfg,
         cluster=replace(cfg.cluster, batches_in_flight=args.in_flight),
@@ -230,7 +238,8 @@ def main() -> None:
         ratios["2 actors / 1 actor"] = results["c_pipeline_2_actors"]["tok_per_s"] / c
 
     print(
-        f"\nworkload={args.workload} pairs={args.pairs} machine={platform.machine()} "
+        f"\nworkload={args.workload} vocab={args.vocab or 'smollm2'} pairs={args.pairs} "
+        f"machine={platform.machine()} "
         f"cpus={os.cpu_count()} engine=vllm max_num_seqs={MAX_NUM_SEQS} "
         f"pipeline batch_size={cfg.generate.batch_size} in_flight={args.in_flight}"
     )
@@ -247,6 +256,7 @@ def main() -> None:
             json.dumps(
                 {
                     "workload": args.workload,
+                    "vocab": args.vocab,
                     "pairs": args.pairs,
                     "batch_size": cfg.generate.batch_size,
                     "in_flight": args.in_flight,

@@ -127,8 +127,18 @@ def generate_line(stats) -> str:
         f"{stats.rows_processed} rows generated ({stats.rows_done_before} already done), "
         f"{stats.output_tokens} output tokens in {stats.generation_seconds:.1f} s of generation "
         f"= {rate:.1f} output tok/s; step wall time {stats.wall_seconds:.1f} s incl. engine "
-        f"start {stats.engine_load_seconds:.1f} s"
+        f"start {stats.engine_load_seconds:.1f} s" + _engine_notes(stats)
     )
+
+
+def _engine_notes(stats) -> str:
+    notes = ""
+    fraction = stats.engine_busy_fraction
+    if fraction is not None:
+        notes += f"; engines busy {100 * fraction:.0f}% of generation time ({stats.actors} actor(s))"
+    if stats.rows_skipped_on_retry:
+        notes += f"; {stats.rows_skipped_on_retry} rows of retried batches were already written"
+    return notes
 
 
 def tag_line(stats) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -72,6 +73,10 @@ class BackgroundEngine:
     """
 
     def __init__(self) -> None:
+        # Seconds the model thread spent advancing the model (not waiting for requests): the
+        # engine's busy time, which the generate step reports against its wall time.
+        self.busy_seconds = 0.0
+        self.steps = 0  # model advances (vLLM: engine steps); tokens / steps = mean batch
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._failed: BaseException | None = None
         self._stopped = False
@@ -102,7 +107,10 @@ class BackgroundEngine:
 
     def _loop(self) -> None:
         busy = False
+        # Every future handed to _serve, for failing them if the engine dies; done ones are
+        # pruned when the list has doubled, not every step (a step must not cost O(in flight)).
         in_flight: list[Future] = []
+        prune_at = 1024
         try:
             while not self._stopped:
                 new = [] if busy else [self._queue.get()]
@@ -112,8 +120,14 @@ class BackgroundEngine:
                     except queue.Empty:
                         break
                 new = [item for item in new if item is not None]
-                in_flight = [f for f in in_flight if not f.done()] + [f for *_, f in new]
+                in_flight += [f for *_, f in new]
+                if len(in_flight) >= prune_at:
+                    in_flight = [f for f in in_flight if not f.done()]
+                    prune_at = max(1024, 2 * len(in_flight))
+                started = time.perf_counter()
                 busy = self._serve(new)
+                self.busy_seconds += time.perf_counter() - started
+                self.steps += 1
         except BaseException as err:  # every waiting caller gets the error, not a hang
             self._failed = err
             for future in in_flight:

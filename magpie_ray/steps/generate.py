@@ -29,8 +29,12 @@ part file per batch itself (atomically), so finished batches survive a crash of 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import os
 import queue
+import socket
+import threading
 import time
 import weakref
 from collections.abc import Generator, Sequence
@@ -257,6 +261,15 @@ class _RowContext:
     model_name: str
     engine_kind: str
     base: BaseAnswerer | None
+    # system_prompt_key -> (pre-query text, its token ids): every row of a key shares them.
+    pre_queries: dict = dataclasses.field(default_factory=dict)
+
+    def pre_query(self, key: str | None) -> tuple[str, list[int]]:
+        if key not in self.pre_queries:
+            text = templates.render_pre_query(self.family, key)
+            self.pre_queries[key] = (text, encode(self.engine.tokenizer, text))
+        text, ids = self.pre_queries[key]
+        return text, list(ids)
 
 
 @dataclass
@@ -299,9 +312,9 @@ def _generate_row(ctx: _RowContext, row: dict) -> RowSteps:
     """One row, start to end (returns its _Outcome); see `RowSteps`."""
     engine, family, cfg, tokenizer = ctx.engine, ctx.family, ctx.cfg, ctx.engine.tokenizer
     out = _Outcome()
-    pre_query = templates.render_pre_query(family, row["system_prompt_key"])
+    pre_query, pre_query_ids = ctx.pre_query(row["system_prompt_key"])
     inst_spec = instruction_specs([row], family, ctx.stop_ids, cfg)[0]
-    inst = yield from _sample_instruction(ctx, encode(tokenizer, pre_query), inst_spec)
+    inst = yield from _sample_instruction(ctx, pre_query_ids, inst_spec)
     out.output_tokens += inst.num_output_tokens
     if inst.finish_reason == "length":
         out.dropped = _drop(row, "instruction_truncated", inst.text)
@@ -466,8 +479,21 @@ def generate_rows(
     for the slowest row of the batch. Optional row keys `response_max_tokens` and `ignore_eos`
     override the response sampling per row (benchmark workloads use them).
     """
+    ctx = _row_context(engine, family, cfg, model_name, engine_kind, max_model_len, base)
+    return _batch_result(_drive([_generate_row(ctx, row) for row in rows]))
+
+
+def _row_context(
+    engine: Engine,
+    family: templates.Family,
+    cfg: GenerateConfig,
+    model_name: str,
+    engine_kind: str,
+    max_model_len: int,
+    base: BaseAnswerer | None,
+) -> _RowContext:
     tokenizer = engine.tokenizer
-    ctx = _RowContext(
+    return _RowContext(
         engine=engine,
         family=family,
         cfg=cfg,
@@ -479,7 +505,9 @@ def generate_rows(
         engine_kind=engine_kind,
         base=base,
     )
-    outcomes = _drive([_generate_row(ctx, row) for row in rows])
+
+
+def _batch_result(outcomes: list[_Outcome]) -> BatchResult:
     return BatchResult(
         kept=[o.kept for o in outcomes if o.kept is not None],
         dropped=sorted((o.dropped for o in outcomes if o.dropped), key=lambda d: d["index"]),
@@ -487,38 +515,108 @@ def generate_rows(
     )
 
 
-def _drive(steps: list[RowSteps]) -> list:
-    """Run row generators to their return values in the calling thread.
+@dataclass(frozen=True)
+class _Returned:
+    value: Any
 
-    A finished Future only queues its row (the engine thread does nothing else); this thread
-    then sends the result into that row's generator, which does its CPU work (templates,
-    tokenizing) and yields its next Future. An exception a row does not handle fails the batch.
-    """
+
+def _advance(step: RowSteps, done: Future | None) -> Future | _Returned:
+    """Resume a row with its last Future's outcome (None: start it); its next Future, or its
+    return value. A finished Future only queues its row (the engine thread does nothing else);
+    the caller's thread then does the row's CPU work (templates, tokenizing) in here."""
+    try:
+        if done is None:
+            return next(step)
+        if done.exception() is not None:
+            return step.throw(done.exception())
+        return step.send(done.result())
+    except StopIteration as finished:
+        return _Returned(finished.value)
+
+
+def _drive(steps: list[RowSteps]) -> list:
+    """Run row generators to their return values (in order) in the calling thread; an
+    exception a row does not handle fails the batch."""
     ready: queue.SimpleQueue = queue.SimpleQueue()
     results: list = [None] * len(steps)
-    running = 0
-
-    def advance(i: int, done: Future | None) -> int:
-        """Resume row i; 1 if it waits on a new Future, 0 if it has returned."""
-        try:
-            if done is None:
-                future = next(steps[i])
-            elif done.exception() is not None:
-                future = steps[i].throw(done.exception())
-            else:
-                future = steps[i].send(done.result())
-        except StopIteration as finished:
-            results[i] = finished.value
-            return 0
-        future.add_done_callback(lambda f: ready.put((i, f)))
-        return 1
-
+    running = len(steps)
     for i in range(len(steps)):
-        running += advance(i, None)
+        ready.put((i, None))
     while running:
         i, done = ready.get()
-        running += advance(i, done) - 1
+        nxt = _advance(steps[i], done)
+        if isinstance(nxt, _Returned):
+            results[i] = nxt.value
+            running -= 1
+        else:
+            nxt.add_done_callback(lambda f, i=i: ready.put((i, f)))
     return results
+
+
+class RowPool:
+    """Every row an actor has in flight, advanced by one driver thread, and handed back to
+    callers in the order the rows finish, whichever call brought them.
+
+    `run(steps)` adds a call's rows and returns as many finished results as it added; calls
+    are served first come, first served. So a call returns once that many rows have finished,
+    not when its own longest row has: the rows in flight stay close to the number the actor
+    was given, and the engine does not drain while every batch waits for its slowest row (the
+    reference's batch-and-wait idling, one level up). The results of all calls together are
+    exactly the rows of all calls. A row that raises hands its exception to the call it would
+    have been given to.
+    """
+
+    def __init__(self) -> None:
+        self._ready: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Condition()
+        self._claims: collections.deque = collections.deque()  # open _Claims, oldest first
+        self._thread = threading.Thread(target=self._loop, name="RowPool", daemon=True)
+        self._thread.start()
+
+    def run(self, steps: list[RowSteps]) -> list:
+        claim = _Claim(len(steps))
+        if not steps:
+            return []
+        with self._lock:
+            self._claims.append(claim)
+        for step in steps:
+            self._ready.put((step, None))
+        with self._lock:
+            while len(claim.results) < claim.wanted:
+                self._lock.wait()
+        if claim.error is not None:
+            raise claim.error
+        return claim.results
+
+    def _loop(self) -> None:
+        while True:
+            step, done = self._ready.get()
+            try:
+                nxt = _advance(step, done)
+            except BaseException as err:  # noqa: BLE001 - handed to a caller, which raises it
+                self._finish(None, err)
+                continue
+            if isinstance(nxt, _Returned):
+                self._finish(nxt.value, None)
+            else:
+                nxt.add_done_callback(lambda f, step=step: self._ready.put((step, f)))
+
+    def _finish(self, result, error: BaseException | None) -> None:
+        with self._lock:
+            claim = self._claims[0]
+            claim.results.append(result)
+            if error is not None and claim.error is None:
+                claim.error = error
+            if len(claim.results) == claim.wanted:
+                self._claims.popleft()
+                self._lock.notify_all()
+
+
+@dataclass
+class _Claim:
+    wanted: int
+    results: list = dataclasses.field(default_factory=list)
+    error: BaseException | None = None
 
 
 def resolve_family(family: templates.Family, cfg: GenerateConfig) -> templates.Family:
@@ -561,25 +659,40 @@ class GenerateActor:
         self.engine = load_engine(settings.engine)
         self.base = _load_base_answerer(settings) if settings.base_engine else None
         self.store = RunStore(settings.run_uri)
-        self.load_seconds = time.perf_counter() - started
-        self._reported_load = False
-
-    def __call__(self, batch: pa.Table) -> dict:
-        rows = batch.to_pylist()
-        started = time.time()
-        s = self.settings
-        result = generate_rows(
+        s = settings
+        self.ctx = _row_context(
             self.engine,
             self.family,
-            rows,
             s.generate,
             s.model_name,
             s.engine.kind,
             s.engine.max_model_len,
             self.base,
         )
-        first = min(r["index"] for r in rows)
-        name = part_name(first, [r["uuid"] for r in rows])
+        self.pool = RowPool()
+        # Rows already in the run's files when this actor started (a restarted actor's retried
+        # calls are checked against it, see __call__).
+        self.written_before_start = self.store.done_uuids(STEP)
+        self.load_seconds = time.perf_counter() - started
+        self._reported_load = False
+        self.actor_key = f"{socket.gethostname()}:{os.getpid()}"
+
+    def __call__(self, batch: pa.Table) -> dict:
+        rows = batch.to_pylist()
+        started = time.time()
+        # The rows that come back are the first len(rows) to finish in this actor, not
+        # necessarily these rows (see RowPool); the part file holds the rows that came back.
+        # A call retried on a restarted actor may hold rows that another call wrote before the
+        # crash (they finished in the pool and went back with that call): never write them twice.
+        todo = [row for row in rows if row["uuid"] not in self.written_before_start]
+        outcomes = self.pool.run([_generate_row(self.ctx, row) for row in todo])
+        result = _batch_result(outcomes)
+        done = [o.kept or o.dropped for o in outcomes]
+        stats = self._stats(len(rows) - len(todo), result, started)
+        if not done:
+            return stats
+        first = min(r["index"] for r in done)
+        name = part_name(first, [r["uuid"] for r in done])
         # Each uuid lands in exactly one of the two files, so a crash between the writes only
         # leaves the second file's rows undone; a resume regenerates them, never duplicates.
         if result.dropped:
@@ -588,10 +701,18 @@ class GenerateActor:
         if result.kept:
             table = pa.Table.from_pylist(result.kept, schema=GENERATED_SCHEMA)
             self.store.write_part(self.store.kept_dir(STEP), name, table)
+        stats["finished_at"] = [time.time()]
+        return stats
+
+    def _stats(self, skipped: int, result: BatchResult, started: float) -> dict:
         load_seconds = 0.0 if self._reported_load else self.load_seconds
         self._reported_load = True
         return {
-            "rows": [len(rows)],
+            "actor": [self.actor_key],
+            "engine_busy_seconds": [self.engine.busy_seconds],  # cumulative over the actor
+            "engine_steps": [self.engine.steps],
+            "rows": [len(result.kept) + len(result.dropped)],
+            "skipped": [skipped],
             "kept": [len(result.kept)],
             "output_tokens": [result.output_tokens],
             "started_at": [started],
@@ -612,6 +733,19 @@ class StepStats:
     wall_seconds: float  # the whole step, actor start-up included
     generation_seconds: float  # first batch started -> last batch finished, on any actor
     engine_load_seconds: float  # the slowest actor's model load
+    # Seconds the engines spent advancing their models, summed over actors; divided by
+    # actors x generation_seconds it says how much of the time the engines had work.
+    engine_busy_seconds: float = 0.0
+    # Rows of a retried call (after an actor crash) that were already written: not redone.
+    rows_skipped_on_retry: int = 0
+    engine_steps: int = 0
+    actors: int = 0
+
+    @property
+    def engine_busy_fraction(self) -> float | None:
+        if not self.actors or self.generation_seconds <= 0:
+            return None
+        return min(1.0, self.engine_busy_seconds / (self.actors * self.generation_seconds))
 
 
 def _load_base_answerer(settings: GenerateSettings):
@@ -687,16 +821,21 @@ def run_step(cfg, store: RunStore, seeds: list[dict] | None = None) -> StepStats
     done = store.done_uuids(STEP)
     todo = [row for row in seeds if row["uuid"] not in done]
     started = time.perf_counter()
-    processed = kept = tokens = 0
+    processed = kept = tokens = skipped = 0
     load_seconds = 0.0
     first_start, last_finish = float("inf"), 0.0
+    busy: dict[str, float] = {}  # actor -> its engine's cumulative busy seconds
+    steps: dict[str, int] = {}
     if todo:
         cl = cfg.cluster
         blocks = min(len(todo), max(1, -(-len(todo) // gen.batch_size)))
         ds = ray.data.from_items(todo, override_num_blocks=blocks).map_batches(
             GenerateActor,
             fn_constructor_kwargs={"settings": settings_from(cfg)},
-            batch_size=gen.batch_size,
+            # One block (<= batch_size rows) per actor call. With batch_size set, Ray Data
+            # bundles blocks up to batch_size rows and runs the bundle's batches one after
+            # another in one call, so a batch waited for the previous one's longest row.
+            batch_size=None,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(
                 size=cl.num_actors,
@@ -710,18 +849,26 @@ def run_step(cfg, store: RunStore, seeds: list[dict] | None = None) -> StepStats
         )
         for stats in ds.iter_rows():
             processed += stats["rows"]
+            skipped += stats["skipped"]
             kept += stats["kept"]
             tokens += stats["output_tokens"]
             load_seconds = max(load_seconds, stats["load_seconds"])
             first_start = min(first_start, stats["started_at"])
             last_finish = max(last_finish, stats["finished_at"])
+            actor = stats["actor"]
+            busy[actor] = max(busy.get(actor, 0.0), stats["engine_busy_seconds"])
+            steps[actor] = max(steps.get(actor, 0), stats["engine_steps"])
     return StepStats(
         rows_todo=len(todo),
         rows_done_before=len(seeds) - len(todo),
         rows_processed=processed,
+        rows_skipped_on_retry=skipped,
         rows_kept=kept,
         output_tokens=tokens,
         wall_seconds=time.perf_counter() - started,
         generation_seconds=max(0.0, last_finish - first_start),
         engine_load_seconds=load_seconds,
+        engine_busy_seconds=sum(busy.values()),
+        engine_steps=sum(steps.values()),
+        actors=len(busy),
     )

@@ -76,3 +76,22 @@ def test_same_seeds_same_rows(engines):
     by_uuid = {r["uuid"]: r["instruction"] for r in first.kept}
     for row in second.kept:
         assert by_uuid[row["uuid"]] == row["instruction"]
+
+
+def test_a_restarted_actor_never_rewrites_rows_already_in_the_run(tiny_model_path, tmp_path):
+    """A call retried after an actor crash can hold rows another call already wrote (rows go
+    back in the order they finish, whichever call brought them): they are skipped."""
+    from magpie_ray.steps.generate import GenerateActor, settings_from
+    from tests.helpers import run_uuids, tiny_config
+
+    cfg = tiny_config(tiny_model_path, tmp_path, engine="hf", run_name="retry")
+    seeds = make_seed_rows(cfg.run_name, cfg.seed, 6, cfg.generate)
+    first = GenerateActor(settings_from(cfg))
+    assert first(pa.Table.from_pylist(seeds[:3]))["skipped"] == [0]
+    first.engine.close()
+    restarted = GenerateActor(settings_from(cfg))
+    stats = restarted(pa.Table.from_pylist(seeds))
+    restarted.engine.close()
+    assert stats["skipped"] == [3] and stats["rows"] == [3]
+    kept, dropped = run_uuids(tmp_path / "retry")
+    assert sorted(kept + dropped) == sorted(r["uuid"] for r in seeds), "every row exactly once"
