@@ -6,12 +6,14 @@ One invocation, one machine, one engine (vLLM), one model, the same rows for eve
   b  reference loop   batches of 128 rows, each waiting for its longest response (magpie-align)
   c  our pipeline     generate.run_step on a local Ray: engine actors, rows streaming, part files
 
-Workloads: `longtail` (the tiny chat model; per-row response lengths from a heavy-tailed
+Workloads: `longtail` (the tiny chat model with its own 512-token vocabulary, so that a decode
+step's fixed cost dominates as on a GPU; per-row response lengths from a heavy-tailed
 distribution, EOS ignored, so every variant produces exactly the same number of tokens) and
 `smollm2` (SmolLM2-135M-Instruct with natural lengths). Throughput is output tokens (instructions
 plus responses) per second of generation; engine start-up is reported separately and excluded.
 
-    .venv/bin/python bench/throughput.py --workload longtail --pairs 2000
+    .venv/bin/python bench/throughput.py --workload longtail --pairs 2000 --scaling
+    .venv/bin/python bench/throughput.py --workload longtail --vocab 0 --pairs 2000
     .venv/bin/python bench/throughput.py --workload smollm2 --pairs 64
 """
 
@@ -129,24 +131,43 @@ def _llm_generate(llm, prompts, specs):
     ]
 
 
-def run_direct(cfg, rows, batch: int | None) -> dict:
-    """Variants a (batch=None: everything at once) and b (batches of `batch`), in-process."""
-    from vllm import LLM
+def _engine_generate(engine, prompts, specs):
+    return [(c.text, c.num_output_tokens, c.finish_reason) for c in engine.generate(prompts, specs)]
 
+
+def _on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def run_direct(cfg, rows, batch: int | None) -> dict:
+    """Variants a (batch=None: everything at once) and b (batches of `batch`), in-process.
+
+    vLLM: `vllm.LLM` with the pipeline's engine arguments. HF: this project's HF engine, the only
+    HF generation loop there is (micro-batches of `engine.hf_batch_size` waiting requests)."""
     family = templates.load_family(cfg.model.family)
     tokenizer = load_tokenizer(cfg.model.path)
     started = time.perf_counter()
-    # The same engine arguments as the pipeline's engine actors.
-    llm = LLM(**llm_kwargs(generate.settings_from(cfg).engine, on_gpu=False))
+    settings = generate.settings_from(cfg).engine
+    if settings.kind == "vllm":
+        from vllm import LLM
+
+        # The same engine arguments as the pipeline's engine actors.
+        llm = LLM(**llm_kwargs(settings, on_gpu=_on_gpu()))
+        run = _llm_generate
+    else:
+        from magpie_ray.engines import load_engine
+
+        llm = load_engine(settings)
+        run = _engine_generate
     load_seconds = time.perf_counter() - started
     pre_query = encode(tokenizer, templates.render_pre_query(family))
     tokens = kept = 0
     started = time.perf_counter()
     for start in range(0, len(rows), batch or len(rows)):
         part = rows[start : start + (batch or len(rows))]
-        inst = _llm_generate(
-            llm, [pre_query] * len(part), _instruction_specs(cfg, part, family, tokenizer)
-        )
+        inst = run(llm, [pre_query] * len(part), _instruction_specs(cfg, part, family, tokenizer))
         tokens += sum(n for _, n, _ in inst)
         ok = [
             (r, t.strip())
@@ -154,12 +175,14 @@ def run_direct(cfg, rows, batch: int | None) -> dict:
             if reason != "length" and t.strip()
         ]
         prompts = [chat_prompt_ids(tokenizer, [{"role": "user", "content": t}]) for _, t in ok]
-        resp = _llm_generate(
+        resp = run(
             llm, prompts, _response_specs(cfg, [r for r, _ in ok], family, tokenizer, prompts)
         )
         tokens += sum(n for _, n, _ in resp)
         kept += len(resp)
     seconds = time.perf_counter() - started
+    if settings.kind != "vllm":
+        llm.close()
     del llm
     gc.collect()
     return {"tokens": tokens, "pairs": kept, "seconds": seconds, "load_seconds": load_seconds}
@@ -169,11 +192,13 @@ def run_pipeline(cfg, rows, actors: int) -> dict:
     """Variant c: the generate step on a local Ray, exactly as `python -m magpie_ray` runs it."""
     import ray
 
+    gpu = _on_gpu()
     cfg = replace(
         cfg,
         cluster=replace(
             cfg.cluster,
             num_actors=actors,
+            gpus_per_actor=1 if gpu else 0,
             actor_env={"OMP_NUM_THREADS": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"},
         ),
     )
@@ -205,42 +230,52 @@ def main() -> None:
     parser.add_argument(
         "--vocab",
         type=int,
-        help="longtail: the tiny model's own vocabulary of this size (default: SmolLM2's 49,152)",
+        default=512,
+        help="longtail: the tiny model's own vocabulary size; 0 = SmolLM2's 49,152 tokens "
+        "(then a CPU step costs in proportion to its rows, unlike a GPU's; see RESULTS.md)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--engine", default="vllm", choices=["vllm", "hf"])
+    parser.add_argument(
+        "--variants", default="abc", help="which of a, b, c to run (e.g. ab where Ray is missing)"
+    )
     parser.add_argument("--batch-size", type=int, help="rows per pipeline batch (c only)")
     parser.add_argument("--in-flight", type=int, default=4, help="batches per actor (c only)")
     parser.add_argument("--scaling", action="store_true", help="also run c with 2 actors")
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
     args = parser.parse_args()
 
-    cfg, rows = workload(args.workload, args.pairs, args.seed, args.vocab)
+    cfg, rows = workload(args.workload, args.pairs, args.seed, args.vocab or None)
     cfg = replace(
         cfg,
         cluster=replace(cfg.cluster, batches_in_flight=args.in_flight),
         generate=replace(cfg.generate, batch_size=args.batch_size or cfg.generate.batch_size),
     )
-    results = {
-        "a_raw_engine": run_direct(cfg, rows, batch=None),
-        "b_reference_loop": run_direct(cfg, rows, batch=REFERENCE_BATCH),
-        "c_pipeline_1_actor": run_pipeline(cfg, rows, actors=1),
-    }
-    if args.scaling:
-        results["c_pipeline_2_actors"] = run_pipeline(cfg, rows, actors=2)
+    cfg = replace(cfg, engine=replace(cfg.engine, kind=args.engine))
+    results = {}
+    if "a" in args.variants:
+        results["a_raw_engine"] = run_direct(cfg, rows, batch=None)
+    if "b" in args.variants:
+        results["b_reference_loop"] = run_direct(cfg, rows, batch=REFERENCE_BATCH)
+    if "c" in args.variants:
+        results["c_pipeline_1_actor"] = run_pipeline(cfg, rows, actors=1)
+        if args.scaling:
+            results["c_pipeline_2_actors"] = run_pipeline(cfg, rows, actors=2)
     for r in results.values():
         r["tok_per_s"] = r["tokens"] / r["seconds"]
-    c = results["c_pipeline_1_actor"]["tok_per_s"]
-    ratios = {
-        "c/a": c / results["a_raw_engine"]["tok_per_s"],
-        "c/b": c / results["b_reference_loop"]["tok_per_s"],
-    }
-    if args.scaling:
-        ratios["2 actors / 1 actor"] = results["c_pipeline_2_actors"]["tok_per_s"] / c
+    rate = {name: r["tok_per_s"] for name, r in results.items()}
+    pairs = [
+        ("c/a", "c_pipeline_1_actor", "a_raw_engine"),
+        ("c/b", "c_pipeline_1_actor", "b_reference_loop"),
+        ("a/b", "a_raw_engine", "b_reference_loop"),
+        ("2 actors / 1 actor", "c_pipeline_2_actors", "c_pipeline_1_actor"),
+    ]
+    ratios = {name: rate[x] / rate[y] for name, x, y in pairs if x in rate and y in rate}
 
     print(
         f"\nworkload={args.workload} vocab={args.vocab or 'smollm2'} pairs={args.pairs} "
         f"machine={platform.machine()} "
-        f"cpus={os.cpu_count()} engine=vllm max_num_seqs={MAX_NUM_SEQS} "
+        f"cpus={os.cpu_count()} engine={args.engine} max_num_seqs={MAX_NUM_SEQS} gpu={_on_gpu()} "
         f"pipeline batch_size={cfg.generate.batch_size} in_flight={args.in_flight}"
     )
     print(f"{'variant':<22}{'pairs':>7}{'out tokens':>12}{'gen s':>9}{'tok/s':>9}{'start s':>9}")
@@ -256,7 +291,9 @@ def main() -> None:
             json.dumps(
                 {
                     "workload": args.workload,
-                    "vocab": args.vocab,
+                    "engine": args.engine,
+                    "gpu": _on_gpu(),
+                    "vocab": (args.vocab or None) if args.workload == "longtail" else None,
                     "pairs": args.pairs,
                     "batch_size": cfg.generate.batch_size,
                     "in_flight": args.in_flight,
