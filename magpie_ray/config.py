@@ -381,9 +381,12 @@ def validate_static(cfg: Config) -> None:
         problems.append(f"engine.kind={cfg.engine.kind!r}; valid: {list(ENGINE_KINDS)}")
     if not re.fullmatch(r"[\w.-]+", cfg.run_name):
         problems.append(f"run_name={cfg.run_name!r}: use letters, digits, '.', '_' or '-'")
-    if cfg.model.path in ("", "???"):
+    # The generator model is only loaded by the generate step: later steps run without it
+    # (e.g. re-filtering a finished run on a machine that never had the weights).
+    generates = "generate" in cfg.steps
+    if generates and cfg.model.path in ("", "???"):
         problems.append("model.path is not set: pass model.path=/path/to/hf-folder")
-    elif model_source(cfg.model.path) == "missing":
+    elif generates and model_source(cfg.model.path) == "missing":
         hint = f" ({cfg.model.prepare_hint})" if cfg.model.prepare_hint else ""
         problems.append(f"model.path={cfg.model.path} does not exist{hint}")
     gen = cfg.generate
@@ -434,7 +437,12 @@ def validate_static(cfg: Config) -> None:
             f"cluster.gpus_per_actor={cl.gpus_per_actor} < model.tensor_parallel_size="
             f"{cfg.model.tensor_parallel_size}: each engine actor needs one GPU per shard"
         )
-    if not cl.gpus_per_actor and cfg.engine.kind == "vllm" and cfg.engine.kv_cache_gib is None:
+    if (
+        generates
+        and not cl.gpus_per_actor
+        and cfg.engine.kind == "vllm"
+        and cfg.engine.kv_cache_gib is None
+    ):
         problems.append(
             "engine.kv_cache_gib is required on CPU actors (cluster.gpus_per_actor=0): "
             "set e.g. engine.kv_cache_gib=1"

@@ -28,6 +28,14 @@ from .storage import RunStore
 def preflight(cfg: Config) -> None:
     """Every check that needs no model weights and no cluster; raises ConfigError."""
     validate_static(cfg)
+    if "generate" in cfg.steps:
+        check_generator(cfg)
+    if "tag" in cfg.steps:
+        check_tagger_tokenizers(cfg)
+
+
+def check_generator(cfg: Config) -> None:
+    """The generator's family, engine and tokenizer (the generate step's model only)."""
     try:
         family = generate.resolve_family(
             templates.load_family(cfg.model.family, cfg.template_dirs), cfg.generate
@@ -46,8 +54,6 @@ def preflight(cfg: Config) -> None:
             raise ConfigError(
                 f"model.family={cfg.model.family} vs {cfg.model.path}: {err}"
             ) from err
-    if "tag" in cfg.steps:
-        check_tagger_tokenizers(cfg)
 
 
 def check_tagger_tokenizers(cfg: Config) -> None:

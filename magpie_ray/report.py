@@ -135,7 +135,8 @@ def _engine_notes(stats) -> str:
     notes = ""
     fraction = stats.engine_busy_fraction
     if fraction is not None:
-        notes += f"; engines busy {100 * fraction:.0f}% of generation time ({stats.actors} actor(s))"
+        notes += f"; engines busy {100 * fraction:.0f}% of generation time"
+        notes += f" ({stats.actors} actor(s))"
     if stats.rows_skipped_on_retry:
         notes += f"; {stats.rows_skipped_on_retry} rows of retried batches were already written"
     return notes

@@ -105,6 +105,14 @@ def test_hub_ids_pass_static_checks_but_typos_in_local_paths_do_not(tmp_path):
         validate_static(_compose(f"model.path={tmp_path}/missing/model"))
 
 
+def test_later_steps_run_without_the_generator_model(tmp_path):
+    """Re-filtering a finished run needs no generator weights; generating still does."""
+    missing = f"model.path={tmp_path}/gone"
+    preflight(_compose(missing, "model.family=llama9", "steps=[dedup,select,export]"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        preflight(_compose(missing, "steps=[generate]"))
+
+
 def test_unknown_family_lists_the_valid_ones(smollm2_path):
     cfg = _compose(f"model.path={smollm2_path}", "model.family=llama9")
     with pytest.raises(ConfigError) as err:
