@@ -670,9 +670,11 @@ class GenerateActor:
             self.base,
         )
         self.pool = RowPool()
-        # Rows already in the run's files when this actor started (a restarted actor's retried
-        # calls are checked against it, see __call__).
-        self.written_before_start = self.store.done_uuids(STEP)
+        # Rows already in the run's files when this actor started: a restarted actor's retried
+        # calls are checked against them (see __call__). A first start needs no scan (its calls
+        # hold rows nobody has written), which spares every actor reading the uuids of every
+        # part of a large run.
+        self.written_before_start = self.store.done_uuids(STEP) if _restarted_actor() else set()
         self.load_seconds = time.perf_counter() - started
         self._reported_load = False
         self.actor_key = f"{socket.gethostname()}:{os.getpid()}"
@@ -719,6 +721,19 @@ class GenerateActor:
             "finished_at": [time.time()],
             "load_seconds": [load_seconds],
         }
+
+
+def _restarted_actor() -> bool:
+    """Whether this is a Ray actor that has been restarted; True where it cannot be told (outside
+    a Ray actor, or the state API failed), since then the store scan is the safe side."""
+    try:
+        import ray
+
+        if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
+            return True
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    except Exception:  # noqa: BLE001 - the state API is best effort; scanning is always correct
+        return True
 
 
 @dataclass(frozen=True)
