@@ -24,7 +24,8 @@ early instead of dropping the row: `num_turns` says how many turns it has and
 `multi_turn_stop_reason` why it stopped. `instruction` / `response` are always the first turn.
 
 Each engine actor loads its model once and serves every call of every row it gets; it writes a
-part file per batch itself (atomically), so finished batches survive a crash of anything else.
+part file per call itself (atomically), holding the rows that finished for that call (see
+`RowPool`), so finished rows survive a crash of anything else.
 """
 
 from __future__ import annotations
@@ -574,9 +575,9 @@ class RowPool:
         self._thread.start()
 
     def run(self, steps: list[RowSteps]) -> list:
-        claim = _Claim(len(steps))
         if not steps:
             return []
+        claim = _Claim(len(steps))
         with self._lock:
             self._claims.append(claim)
         for step in steps:
