@@ -13,7 +13,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .config import Config, ConfigError, is_uri, register
+from .config import Config, ConfigError, advice, is_uri, register
 
 # Set by Ray's job supervisor for an entrypoint started with `ray job submit`.
 _RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
@@ -43,6 +43,8 @@ def main(dcfg: DictConfig) -> None:
         _resolve_output_dir(cfg)
         if cfg.model.path.startswith("~"):
             cfg.model.path = os.path.expanduser(cfg.model.path)
+        for note in advice(cfg):
+            print(f"magpie_ray: note: {note}", file=sys.stderr)
         result = pipeline.run(cfg, config_yaml=OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     except ConfigError as err:
         print(f"magpie_ray: error: {err}", file=sys.stderr)

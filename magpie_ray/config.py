@@ -460,6 +460,25 @@ def validate_static(cfg: Config) -> None:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
 
 
+def advice(cfg: Config) -> list[str]:
+    """Settings that run but waste the hardware (printed before the run, never fatal)."""
+    notes = []
+    gen, cl = cfg.generate, cfg.cluster
+    in_flight = gen.batch_size * cl.batches_in_flight
+    if (
+        "generate" in cfg.steps
+        and cfg.engine.kind == "vllm"
+        and in_flight < cfg.engine.max_num_seqs
+        and gen.num_samples > in_flight
+    ):
+        notes.append(
+            f"each engine gets generate.batch_size x cluster.batches_in_flight = {in_flight} rows"
+            f" at once, fewer than engine.max_num_seqs={cfg.engine.max_num_seqs}, so it never"
+            " runs full: raise either (rows in flight of twice max_num_seqs keep it full)"
+        )
+    return notes
+
+
 def _path_problem(key: str, path: str, hint: str) -> str | None:
     if path in ("", "???"):
         return f"{key}.path is not set: pass {key}.path=/path/to/model (or {key}.enabled=false)"

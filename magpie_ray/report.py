@@ -137,6 +137,12 @@ def _engine_notes(stats) -> str:
     if fraction is not None:
         notes += f"; engines busy {100 * fraction:.0f}% of generation time"
         notes += f" ({stats.actors} actor(s))"
+    if stats.max_num_seqs and stats.engine_steps:
+        # Decode steps emit one token per running sequence: tokens per step ~ the mean batch.
+        notes += (
+            f"; {stats.output_tokens / stats.engine_steps:.0f} output tokens per engine step"
+            f" (max_num_seqs {stats.max_num_seqs})"
+        )
     if stats.rows_skipped_on_retry:
         notes += f"; {stats.rows_skipped_on_retry} rows of retried batches were already written"
     return notes

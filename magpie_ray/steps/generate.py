@@ -752,6 +752,7 @@ class StepStats:
     # Seconds the engines spent advancing their models, summed over actors; divided by
     # actors x generation_seconds it says how much of the time the engines had work.
     engine_busy_seconds: float = 0.0
+    max_num_seqs: int | None = None  # vLLM engines' limit of sequences per step (None: HF)
     # Rows of a retried call (after an actor crash) that were already written: not redone.
     rows_skipped_on_retry: int = 0
     engine_steps: int = 0
@@ -886,5 +887,6 @@ def run_step(cfg, store: RunStore, seeds: list[dict] | None = None) -> StepStats
         engine_load_seconds=load_seconds,
         engine_busy_seconds=sum(busy.values()),
         engine_steps=sum(steps.values()),
+        max_num_seqs=cfg.engine.max_num_seqs if cfg.engine.kind == "vllm" else None,
         actors=len(busy),
     )

@@ -6,6 +6,7 @@ import time
 import psutil
 
 from magpie_ray import pipeline
+from magpie_ray.report import generate_line
 from magpie_ray.steps.seeds import row_uuid
 from tests.helpers import read_parts, run_uuids, tiny_config
 
@@ -23,6 +24,11 @@ def test_generate_writes_every_row_once_and_reruns_do_nothing(local_ray, tiny_mo
     assert sorted(kept + dropped) == _expected("e2e", 12)
     assert len(kept) >= 9, read_parts(tmp_path / "e2e" / "dropped" / "generate")
     assert result.generate.rows_processed == 12 and result.generate.output_tokens > 0
+    gen = result.generate
+    assert 1 <= gen.actors <= 2 and gen.engine_steps > 0 and gen.rows_skipped_on_retry == 0
+    assert 0 < gen.engine_busy_fraction <= 1
+    line = generate_line(gen)
+    assert "engines busy" in line and "tokens per engine step (max_num_seqs 256)" in line
     assert result.summary.rows_written == len(kept)
     assert len(list((tmp_path / "e2e" / "generated").glob("part-*.parquet"))) == 3
     assert (tmp_path / "e2e" / "config.yaml").read_text() == "run_name: e2e\n"

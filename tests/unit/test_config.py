@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from magpie_ray.config import Config, ConfigError, register, validate_static
+from magpie_ray.config import Config, ConfigError, advice, register, validate_static
 from magpie_ray.pipeline import check_resources, preflight
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -103,6 +103,17 @@ def test_hub_ids_pass_static_checks_but_typos_in_local_paths_do_not(tmp_path):
     validate_static(_compose("model=llama3-8b"))
     with pytest.raises(ConfigError):
         validate_static(_compose(f"model.path={tmp_path}/missing/model"))
+
+
+def test_advice_names_an_engine_that_can_never_run_full():
+    # the GPU recipe keeps 256 x 4 rows in flight for 256 sequences: nothing to say
+    assert advice(_compose("experiment=magpie_air")) == []
+    starved = _compose("experiment=magpie_air", "generate.batch_size=16")
+    (note,) = advice(starved)
+    assert "= 64 rows" in note and "max_num_seqs=256" in note
+    # a run smaller than the rows in flight, or an HF engine, is not starved by it
+    assert advice(_compose("generate.batch_size=16", "generate.num_samples=32")) == []
+    assert advice(_compose("experiment=magpie_air", "generate.batch_size=16", "engine=hf")) == []
 
 
 def test_later_steps_run_without_the_generator_model(tmp_path):
