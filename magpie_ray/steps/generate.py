@@ -783,40 +783,33 @@ def _engine_path(path: str) -> str:
     return str(Path(path).expanduser()) if model_source(path) == "local" else path
 
 
+def _engine_settings(kind: str, model, memory, engine, seed: int) -> EngineSettings:
+    """`model` gives the weights and their shape, `memory` the GPU / KV-cache budget and
+    `engine` (EngineConfig) the scheduling limits."""
+    return EngineSettings(
+        kind=kind,
+        model_path=_engine_path(model.path),
+        dtype=model.dtype,
+        max_model_len=model.max_model_len,
+        tensor_parallel_size=model.tensor_parallel_size,
+        trust_remote_code=model.trust_remote_code,
+        gpu_memory_utilization=memory.gpu_memory_utilization,
+        kv_cache_gib=memory.kv_cache_gib,
+        enforce_eager=engine.enforce_eager,
+        max_num_seqs=engine.max_num_seqs,
+        hf_batch_size=engine.hf_batch_size,
+        seed=seed,
+    )
+
+
 def settings_from(cfg) -> GenerateSettings:
     m, e, base = cfg.model, cfg.engine, cfg.generate.base
-    base_engine = None
-    if base.path is not None:
-        base_engine = EngineSettings(
-            kind=base.kind,
-            model_path=_engine_path(base.path),
-            dtype=base.dtype,
-            max_model_len=base.max_model_len,
-            tensor_parallel_size=base.tensor_parallel_size,
-            trust_remote_code=base.trust_remote_code,
-            gpu_memory_utilization=base.gpu_memory_utilization,
-            kv_cache_gib=base.kv_cache_gib,
-            enforce_eager=e.enforce_eager,
-            max_num_seqs=e.max_num_seqs,
-            hf_batch_size=e.hf_batch_size,
-            seed=cfg.seed,
-        )
     return GenerateSettings(
-        base_engine=base_engine,
-        engine=EngineSettings(
-            kind=e.kind,
-            model_path=_engine_path(m.path),
-            dtype=m.dtype,
-            max_model_len=m.max_model_len,
-            tensor_parallel_size=m.tensor_parallel_size,
-            trust_remote_code=m.trust_remote_code,
-            gpu_memory_utilization=e.gpu_memory_utilization,
-            kv_cache_gib=e.kv_cache_gib,
-            enforce_eager=e.enforce_eager,
-            max_num_seqs=e.max_num_seqs,
-            hf_batch_size=e.hf_batch_size,
-            seed=cfg.seed,
+        # The base model brings its own memory budget (it shares the actor's GPU).
+        base_engine=(
+            _engine_settings(base.kind, base, base, e, cfg.seed) if base.path is not None else None
         ),
+        engine=_engine_settings(e.kind, m, e, e, cfg.seed),
         family_name=m.family,
         template_dirs=tuple(cfg.template_dirs),
         model_name=m.name,
