@@ -13,6 +13,7 @@ finished run's `generated/` when --run-dir is given, else synthetic ones.
 
     .venv/bin/python bench/reward_scoring.py --rows 256
     .venv/bin/python bench/reward_scoring.py --model tiny --rows 512
+    .venv/bin/python bench/reward_scoring.py --probe   # bare forward cost per row vs batch size
 """
 
 from __future__ import annotations
@@ -87,6 +88,27 @@ def timed_scores(scorer: RewardScorer, conversations) -> tuple[list[float], floa
     return scores, time.perf_counter() - started
 
 
+def forward_probe(scorer: RewardScorer, lengths=(200, 600), batches=(1, 4, 16)) -> dict:
+    """Milliseconds per row of one bare forward pass (random ids, no padding) per batch size:
+    flat when the device is already busy at batch 1 (compute-bound), falling when it idles."""
+    import torch
+
+    out = {}
+    for length in lengths:
+        for batch in batches:
+            ids = torch.randint(10, 1000, (batch, length), device=scorer.device)
+            with torch.inference_mode():
+                scorer.model(input_ids=ids[:1, :16])  # warm-up
+                started = time.perf_counter()
+                scorer.model(input_ids=ids)
+                if scorer.device == "cuda":
+                    torch.cuda.synchronize()
+            ms = (time.perf_counter() - started) * 1000 / batch
+            out[f"L{length}-B{batch}"] = ms
+            print(f"| {length} | {batch} | {ms:.1f} |", flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2", help="smollm2 | tiny | a local folder")
@@ -96,9 +118,19 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, help="score this run's generated/ rows instead")
     parser.add_argument("--vllm", action="store_true", help="add the vLLM pooling variant")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--probe", action="store_true", help="only time bare forward passes")
     args = parser.parse_args()
 
     path = model_path(args.model)
+    if args.probe:
+        scorer = RewardScorer(str(path), args.max_length, micro_batch_size=1)
+        device = "cuda" if scorer.device == "cuda" else f"cpu ({os.cpu_count()} cores)"
+        print(f"model {path.name}, {device}\n| tokens | batch | ms per row |\n|---|---|---|")
+        ms = forward_probe(scorer)
+        if args.json:
+            record = {"model": path.name, "device": device, "ms_per_row": ms}
+            args.json.write_text(json.dumps(record, indent=2) + "\n")
+        return
     conversations = (
         run_conversations(args.run_dir, args.rows)
         if args.run_dir

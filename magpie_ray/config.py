@@ -183,6 +183,9 @@ class RewardConfig:
     engine: str = "hf"  # hf (transformers, micro-batches) | vllm (pooling runner)
     max_length: int = 4096  # tokens; longer conversations are truncated
     micro_batch_size: int = 8  # hf: conversations per forward pass, sorted by length
+    # hf: padded tokens (rows x longest) per forward pass; None = micro_batch_size x max_length.
+    # Out of GPU memory, a batch is split in two and this cap lowered for the actor.
+    max_batch_tokens: int | None = None
     kv_cache_gib: float | None = None  # vllm on CPU actors
     gpu_memory_utilization: float = 0.9  # vllm on GPU
     dtype: str = "auto"
@@ -514,6 +517,11 @@ def tag_problems(cfg: Config) -> list[str]:
     r = cfg.reward
     if r.enabled and r.engine not in ENGINE_KINDS:
         problems.append(f"reward.engine={r.engine!r}; valid: {list(ENGINE_KINDS)}")
+    if r.enabled:
+        for name in ("max_length", "micro_batch_size", "max_batch_tokens"):
+            value = getattr(r, name)
+            if value is not None and value < 1:
+                problems.append(f"reward.{name}={value}; must be at least 1")
     if r.enabled and r.engine == "vllm" and not r.pool.gpus_per_actor and r.kv_cache_gib is None:
         problems.append(
             "reward.kv_cache_gib is required with reward.engine=vllm on CPU actors: "

@@ -17,7 +17,10 @@ pooling runner, which batches them itself (`reward.engine=vllm`; raw logits, no 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
 
 
 def conversation_messages(conversations: list[dict]) -> list[dict[str, str]]:
@@ -65,10 +68,25 @@ def preference_pair(
     )
 
 
-def micro_batches(lengths: list[int], size: int) -> list[list[int]]:
-    """Indices grouped `size` at a time in length order, so each batch pads to similar lengths."""
+def micro_batches(lengths: list[int], size: int, max_tokens: int | None = None) -> list[list[int]]:
+    """Indices grouped in length order, so each batch pads to similar lengths.
+
+    A batch holds at most `size` rows and, with `max_tokens`, at most that many padded tokens
+    (rows x its longest row); a row longer than `max_tokens` goes alone.
+    """
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    return [order[i : i + size] for i in range(0, len(order), size)]
+    groups: list[list[int]] = []
+    for i in order:
+        group = groups[-1] if groups else None
+        if (
+            group is None
+            or len(group) == size
+            or (max_tokens is not None and (len(group) + 1) * lengths[i] > max_tokens)
+        ):
+            groups.append([i])
+        else:
+            group.append(i)
+    return groups
 
 
 class RewardScorer:
@@ -81,6 +99,7 @@ class RewardScorer:
         micro_batch_size: int,
         dtype: str = "auto",
         trust_remote_code: bool = False,
+        max_batch_tokens: int | None = None,
     ):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -101,14 +120,14 @@ class RewardScorer:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.max_length = max_length
         self.micro_batch_size = micro_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.oom_splits = 0  # micro-batches split in two after running out of device memory
 
     def render(self, messages: list[dict[str, str]]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False)
 
     def score(self, conversations: list[list[dict[str, str]]]) -> list[float]:
         """One reward per conversation, in input order."""
-        import torch
-
         encoded = [
             self.tokenizer(
                 self.render(messages),
@@ -119,18 +138,57 @@ class RewardScorer:
             for messages in conversations
         ]
         scores: list[float] = [0.0] * len(encoded)
-        for group in micro_batches([len(ids) for ids in encoded], self.micro_batch_size):
-            padded = self.tokenizer.pad(
-                {"input_ids": [encoded[i] for i in group]}, return_tensors="pt"
-            ).to(self.device)
-            with torch.inference_mode():
-                out = self.model(**padded)
-            values = getattr(out, "score", None)
-            if values is None:
-                values = out.logits[:, 0]
-            for i, value in zip(group, values.float().reshape(-1).tolist(), strict=True):
+        lengths = [len(ids) for ids in encoded]
+        for group in micro_batches(lengths, self.micro_batch_size, self.max_batch_tokens):
+            values = self._forward([encoded[i] for i in group])
+            for i, value in zip(group, values, strict=True):
                 scores[i] = value
         return scores
+
+    def _forward(self, batch: list[list[int]]) -> list[float]:
+        """Scores of one padded micro-batch; out of device memory, the two halves one by one.
+
+        A split also lowers `max_batch_tokens` below the batch that failed, so later calls
+        do not run out of memory again on the same shapes.
+        """
+        import torch
+
+        padded = self.tokenizer.pad({"input_ids": batch}, return_tensors="pt").to(self.device)
+        out = None
+        try:
+            with torch.inference_mode():
+                out = self.model(**padded)
+        except torch.OutOfMemoryError:
+            pass  # handled below, once the traceback no longer holds the forward's tensors
+        if out is None:
+            del padded
+            if self.device == "cuda":
+                torch.cuda.empty_cache()
+            return self._split(batch)
+        values = getattr(out, "score", None)
+        if values is None:
+            values = out.logits[:, 0]
+        return values.float().reshape(-1).tolist()
+
+    def _split(self, batch: list[list[int]]) -> list[float]:
+        longest = max(len(ids) for ids in batch)
+        if len(batch) == 1:
+            raise RuntimeError(
+                f"the reward model ran out of device memory on one conversation of {longest}"
+                f" tokens; lower reward.max_length (now {self.max_length}) or give the reward"
+                f" pool more GPU memory (reward.pool.gpus_per_actor)"
+            )
+        half = len(batch) // 2
+        self.max_batch_tokens = min(self.max_batch_tokens or len(batch) * longest, half * longest)
+        self.oom_splits += 1
+        log.warning(
+            "reward model out of device memory on %d conversations x %d tokens; split in two,"
+            " reward.max_batch_tokens lowered to %d for this actor",
+            len(batch),
+            longest,
+            self.max_batch_tokens,
+        )
+        return self._forward(batch[:half]) + self._forward(batch[half:])
 
 
 class VLLMRewardScorer:
@@ -196,6 +254,7 @@ def load_scorer(engine: str, **kwargs):
     """The reward model on `engine` ("hf" or "vllm"), with that engine's arguments."""
     if engine == "vllm":
         kwargs.pop("micro_batch_size", None)
+        kwargs.pop("max_batch_tokens", None)
         return VLLMRewardScorer(**kwargs)
     kwargs.pop("kv_cache_gib", None)
     kwargs.pop("gpu_memory_utilization", None)

@@ -175,6 +175,7 @@ def model_pools(cfg: Config) -> list[ModelPool]:
                 "path": resolve_model_path(r.path),
                 "max_length": r.max_length,
                 "micro_batch_size": r.micro_batch_size,
+                "max_batch_tokens": r.max_batch_tokens,
                 "dtype": r.dtype,
                 "trust_remote_code": r.trust_remote_code,
                 "kv_cache_gib": r.kv_cache_gib,

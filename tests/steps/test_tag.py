@@ -188,6 +188,40 @@ def test_batched_reward_scores_equal_one_at_a_time(tiny_reward_path):
     assert batched.score(conversations) == pytest.approx(single.score(conversations), abs=1e-4)
 
 
+def test_out_of_memory_splits_the_micro_batch_and_scores_every_row(tiny_reward_path):
+    """Forward passes over more than 128 padded tokens run out of memory: the scorer splits the
+    batch, lowers its token cap for later calls, and every score equals one-at-a-time scoring."""
+    import torch
+
+    conversations = [
+        [{"role": "user", "content": q}, {"role": "assistant", "content": "Sure. " * (i + 1)}]
+        for i, q in enumerate(QUESTIONS)
+    ]
+    single = RewardScorer(str(tiny_reward_path), max_length=256, micro_batch_size=1)
+    scorer = RewardScorer(str(tiny_reward_path), max_length=256, micro_batch_size=8)
+    shapes = []
+    budget = 128
+
+    def out_of_memory_over_budget(module, args, kwargs):
+        shapes.append(tuple(kwargs["input_ids"].shape))
+        if kwargs["input_ids"].numel() > budget:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    hook = scorer.model.register_forward_pre_hook(out_of_memory_over_budget, with_kwargs=True)
+    assert scorer.score(conversations) == pytest.approx(single.score(conversations), abs=1e-4)
+    first_splits = scorer.oom_splits
+    assert first_splits >= 1 and shapes[0][0] == 8
+    assert scorer.max_batch_tokens is not None and scorer.max_batch_tokens < 8 * shapes[0][1]
+    scorer.score(conversations)  # the lowered cap: fewer batches fail a second time
+    assert scorer.oom_splits - first_splits < first_splits
+    hook.remove()
+
+    budget = 0  # not even one conversation fits: a clear error, not an endless split
+    scorer.model.register_forward_pre_hook(out_of_memory_over_budget, with_kwargs=True)
+    with pytest.raises(RuntimeError, match="lower reward.max_length"):
+        scorer.score(conversations[:1])
+
+
 def test_unconstrained_guard_output_is_parsed_or_null_with_reason(tiny_model_path):
     """HF cannot constrain decoding: a rambling guard gives null tags with reasons, no crash."""
     settings = EngineSettings(kind="hf", model_path=str(tiny_model_path), max_model_len=512)

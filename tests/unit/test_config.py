@@ -82,6 +82,16 @@ def test_static_validation_names_each_problem(tmp_path):
         assert needle in message
 
 
+def test_reward_batch_limits_must_be_positive():
+    cfg = _compose("reward.micro_batch_size=0", "reward.max_batch_tokens=-5")
+    assert "tag" in cfg.steps
+    with pytest.raises(ConfigError) as err:
+        validate_static(cfg)
+    assert "reward.micro_batch_size=0" in str(err.value)
+    assert "reward.max_batch_tokens=-5" in str(err.value)
+    validate_static(_compose("reward.max_batch_tokens=8192"))
+
+
 def test_dedup_filter_and_export_values_are_checked():
     cfg = _compose(
         "filter=pro-6",

@@ -165,6 +165,14 @@ def test_micro_batches_group_similar_lengths_and_cover_every_index():
     assert sorted(i for g in groups for i in g) == list(range(6))
 
 
+def test_micro_batches_keep_padded_tokens_under_the_budget():
+    lengths = [10, 10, 10, 10, 30, 30, 100]
+    groups = reward.micro_batches(lengths, 8, max_tokens=60)
+    assert groups == [[0, 1, 2, 3], [4, 5], [6]]  # 40, 60 padded tokens; 100 alone
+    for group in groups[:-1]:
+        assert len(group) * max(lengths[i] for i in group) <= 60
+
+
 def test_conversations_become_chat_messages():
     turns = [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]
     assert reward.conversation_messages(turns) == [
