@@ -68,6 +68,13 @@ def preference_pair(
     )
 
 
+def fitted_max_length(configured: int, model_config) -> int:
+    """`configured`, or the model's own position limit where that is shorter: a conversation is
+    truncated to what the model can read, never past it."""
+    limit = getattr(model_config, "max_position_embeddings", None)
+    return min(configured, limit) if isinstance(limit, int) and limit > 0 else configured
+
+
 def micro_batches(lengths: list[int], size: int, max_tokens: int | None = None) -> list[list[int]]:
     """Indices grouped in length order, so each batch pads to similar lengths.
 
@@ -118,7 +125,7 @@ class RewardScorer:
         self.model.eval()
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.max_length = max_length
+        self.max_length = fitted_max_length(max_length, self.model.config)
         self.micro_batch_size = micro_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.oom_splits = 0  # micro-batches split in two after running out of device memory
@@ -204,13 +211,15 @@ class VLLMRewardScorer:
         gpu_memory_utilization: float = 0.9,
     ):
         import torch
-        from transformers import AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
         from vllm import LLM
 
         from ..engines import resolve_dtype
 
         on_gpu = torch.cuda.is_available()
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model_config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        max_length = fitted_max_length(max_length, model_config)
         kwargs = dict(
             model=path,
             runner="pooling",

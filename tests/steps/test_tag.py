@@ -188,6 +188,16 @@ def test_batched_reward_scores_equal_one_at_a_time(tiny_reward_path):
     assert batched.score(conversations) == pytest.approx(single.score(conversations), abs=1e-4)
 
 
+def test_conversations_are_truncated_to_the_reward_models_own_length(tiny_reward_path):
+    """reward.max_length above the model's 2,048 positions: truncation stops at the model's."""
+    long = [{"role": "user", "content": "Tell me everything. " * 600}]
+    long.append({"role": "assistant", "content": "Fine."})
+    scorer = RewardScorer(str(tiny_reward_path), max_length=100_000, micro_batch_size=2)
+    assert scorer.max_length == 2048
+    fitted = RewardScorer(str(tiny_reward_path), max_length=2048, micro_batch_size=2)
+    assert scorer.score([long]) == pytest.approx(fitted.score([long]), abs=1e-5)
+
+
 def test_out_of_memory_splits_the_micro_batch_and_scores_every_row(tiny_reward_path):
     """Forward passes over more than 128 padded tokens run out of memory: the scorer splits the
     batch, lowers its token cap for later calls, and every score equals one-at-a-time scoring."""
@@ -249,6 +259,9 @@ def test_vllm_pooling_reward_equals_transformers(tiny_reward_path):
     ]
     args = dict(path=str(tiny_reward_path), max_length=256)
     hf = load_scorer("hf", **args, micro_batch_size=4).score(conversations)
-    vllm = load_scorer("vllm", **args, kv_cache_gib=0.125).score(conversations)
+    # a max_length past the model's 2,048 positions is fitted to them, not refused by vLLM
+    pooling = load_scorer("vllm", **(args | {"max_length": 100_000}), kv_cache_gib=0.125)
+    assert pooling.max_length == 2048
+    vllm = pooling.score(conversations)
     assert vllm == pytest.approx(hf, abs=2e-3)
     assert len(set(round(v, 4) for v in hf)) > 1  # a constant would pass trivially
