@@ -120,6 +120,7 @@ GENERATED_SCHEMA = pa.schema(
         ("num_turns", pa.int64()),
         ("turn_instruction_finish_reasons", _STRINGS),  # one per turn in `conversations`
         ("turn_response_finish_reasons", _STRINGS),
+        ("turn_sanitizer_rules", pa.list_(_STRINGS)),  # rules per turn; null: sanitizer off
         ("multi_turn_stop_reason", pa.string()),  # null unless a follow-up turn failed
         ("responses", _STRINGS),  # preference samples of the first turn; null when off
         ("responses_finish_reasons", _STRINGS),
@@ -344,10 +345,11 @@ def _generate_row(ctx: _RowContext, row: dict) -> RowSteps:
         return out
     history.append({"role": "assistant", "content": response})
     turn_inst_reasons, turn_resp_reasons = [inst.finish_reason], [resp.finish_reason]
+    turn_rules = [rules]
     stop_reason = None
     if cfg.num_turns > 1:
         stop_reason, tokens = yield from _follow_up_turns(
-            ctx, row, inst_spec, history, turn_inst_reasons, turn_resp_reasons
+            ctx, row, inst_spec, history, (turn_inst_reasons, turn_resp_reasons, turn_rules)
         )
         out.output_tokens += tokens
 
@@ -401,6 +403,7 @@ def _generate_row(ctx: _RowContext, row: dict) -> RowSteps:
         "num_turns": len(history) // 2,
         "turn_instruction_finish_reasons": turn_inst_reasons,
         "turn_response_finish_reasons": turn_resp_reasons,
+        "turn_sanitizer_rules": None if rules is None else [list(r) for r in turn_rules],
         "multi_turn_stop_reason": stop_reason,
         "responses": [s.text.strip() for s in samples] if samples else None,
         "responses_finish_reasons": [s.finish_reason for s in samples] if samples else None,
@@ -417,11 +420,11 @@ def _follow_up_turns(
     row: dict,
     inst_spec: SamplingSpec,
     history: list[dict[str, str]],
-    inst_reasons: list[str],
-    resp_reasons: list[str],
+    per_turn: tuple[list, list, list],
 ) -> RowSteps:
-    """Extend `history` (and the reason lists) to `num_turns` turns; returns (why it stopped,
-    tokens)."""
+    """Extend `history` and the per-turn lists (instruction and response finish reasons,
+    sanitizer rules) to `num_turns` turns; returns (why it stopped, tokens)."""
+    inst_reasons, resp_reasons, turn_rules = per_turn
     engine, family, cfg, tokenizer = ctx.engine, ctx.family, ctx.cfg, ctx.engine.tokenizer
     system = family.system_prompts.get(MULTI_TURN_PROMPT)
     tokens = 0
@@ -436,7 +439,7 @@ def _follow_up_turns(
         tokens += inst.num_output_tokens
         if inst.finish_reason == "length":
             return "instruction_truncated", tokens
-        instruction, _ = _clean(ctx, inst.text.strip())
+        instruction, rules = _clean(ctx, inst.text.strip())
         if not instruction:
             return "instruction_empty", tokens
         messages = [*history, {"role": "user", "content": instruction}]
@@ -451,6 +454,7 @@ def _follow_up_turns(
         history += [messages[-1], {"role": "assistant", "content": resp.text.strip()}]
         inst_reasons.append(inst.finish_reason)
         resp_reasons.append(resp.finish_reason)
+        turn_rules.append(rules)
     return None, tokens
 
 

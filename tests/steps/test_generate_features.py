@@ -157,6 +157,22 @@ def test_sanitizer_off_records_null_rules(engines):
     (row,) = result.kept
     assert row["instruction"] == row["raw_instruction"] == "Question: Why?"
     assert row["gen_input_configs"]["sanitizer_rules"] is None
+    assert row["turn_sanitizer_rules"] is None
+
+
+def test_the_sanitizer_records_its_rules_for_every_turn(engines):
+    inst = InstructionSampling(max_tokens=32, sanitize=True)
+    result, _ = _scripted(
+        engines,
+        [("How do tides work?", "stop"), ("**Question:** And why twice a day?", "stop")],
+        [("The moon pulls the sea.", "stop"), ("Two bulges.", "stop")],
+        instruction=inst,
+        num_turns=2,
+    )
+    (row,) = result.kept
+    assert row["conversations"][2]["value"] == "And why twice a day?"
+    assert row["gen_input_configs"]["sanitizer_rules"] == []
+    assert row["turn_sanitizer_rules"] == [[], ["strip_label"]]
 
 
 def test_an_instruction_the_sanitizer_empties_is_dropped(engines):
