@@ -49,6 +49,7 @@ def check_generator(cfg: Config) -> None:
 
         tokenizer = load_tokenizer(str(cfg.model.path), cfg.model.trust_remote_code)
         try:
+            templates.fit_chat_template(family, tokenizer)
             templates.validate_against_tokenizer(family, tokenizer)
         except templates.TemplateError as err:
             raise ConfigError(

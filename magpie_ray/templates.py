@@ -18,6 +18,8 @@ Contract:
   template produces; the YAML text documents it and validation checks that both agree.
 - Optional `banned_first_token_prefixes` and `sanitize` are the family's defaults for the
   instruction-sampling options of the same names (see config.InstructionSampling).
+- Optional `chat_template` (Jinja) is used only by a tokenizer that ships none (Vicuna's);
+  `fit_chat_template` installs it before validation, so it is checked like a tokenizer's own.
 - `validate_against_tokenizer` runs before any model loads and raises `TemplateError` (or its
   subclass `TemplateMismatchError`) with the fix in the message. A family text that differs from
   the chat template's rendering only in ways the tokenizer erases (same token ids) is accepted,
@@ -55,6 +57,7 @@ _OPTIONAL_KEYS = (
     "follow_up_template",
     "banned_first_token_prefixes",
     "sanitize",
+    "chat_template",
 )
 _FAMILY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _FIX = "Fix: edit the family's YAML file or pick another `model.family`."
@@ -92,6 +95,8 @@ class Family:
     # instruction sanitizer runs.
     banned_first_token_prefixes: tuple[str, ...] = ()
     sanitize: bool = False
+    # Jinja chat template for models whose tokenizer ships none (Vicuna); a tokenizer's own wins.
+    chat_template: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stop_strings", tuple(self.stop_strings))
@@ -198,7 +203,7 @@ def _parse_family_file(path: Path) -> Family:
     )
     data.setdefault("sanitize", False)
     check("sanitize", isinstance(data["sanitize"], bool), "true or false")
-    for key in ("system_prompt_template", "follow_up_template"):
+    for key in ("system_prompt_template", "follow_up_template", "chat_template"):
         data.setdefault(key, None)
         check(key, data[key] is None or (isinstance(data[key], str) and data[key]), "text or null")
     data.setdefault("system_prompts", {})
@@ -293,6 +298,23 @@ def validate_against_tokenizer(family: Family, tokenizer: Any) -> None:
                     f" tokenizer, but the family's stop_token_ids are"
                     f" {list(family.stop_token_ids)}; the ids belong to another tokenizer. {_FIX}"
                 )
+
+
+def fit_chat_template(family: Family, tokenizer: Any) -> None:
+    """Give `tokenizer` the family's `chat_template` when it has none of its own.
+
+    Responses (and follow-up turns) are rendered by the chat template, so a generator needs one:
+    raises `TemplateError` when neither the tokenizer nor the family has one.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        return
+    if family.chat_template is None:
+        raise TemplateError(
+            f"family {family.name!r}: the model's tokenizer has no chat template and the family"
+            " gives none, so responses cannot be rendered. Fix: add `chat_template:` (Jinja, as"
+            " in a tokenizer_config.json) to the family's YAML, or use a tokenizer that has one."
+        )
+    tokenizer.chat_template = family.chat_template
 
 
 def stop_token_ids_for(family: Family, tokenizer: Any) -> list[int]:

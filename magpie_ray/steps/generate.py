@@ -498,6 +498,7 @@ def _row_context(
     base: BaseAnswerer | None,
 ) -> _RowContext:
     tokenizer = engine.tokenizer
+    templates.fit_chat_template(family, tokenizer)
     return _RowContext(
         engine=engine,
         family=family,
@@ -645,6 +646,7 @@ def prepare_family(settings: GenerateSettings, tokenizer) -> templates.Family:
     family = resolve_family(
         templates.load_family(settings.family_name, settings.template_dirs), settings.generate
     )
+    templates.fit_chat_template(family, tokenizer)
     templates.validate_against_tokenizer(family, tokenizer)
     return family
 

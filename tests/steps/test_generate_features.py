@@ -18,7 +18,7 @@ from magpie_ray.config import (
 from magpie_ray.engines import Completion
 from magpie_ray.steps.generate import GENERATED_SCHEMA, banned_first_token_ids, generate_rows
 from magpie_ray.steps.seeds import make_seed_rows
-from magpie_ray.templates import load_family
+from magpie_ray.templates import TemplateError, load_family
 from magpie_ray.testing import ASKS
 
 # The words the tiny model opens every instruction with (see magpie_ray.testing.ASKS).
@@ -38,7 +38,8 @@ def _cfg(**changes) -> GenerateConfig:
 
 def _run(engine, kind, cfg, n=6, run="feat", family="smollm2"):
     seeds = make_seed_rows(run, 0, n, cfg)
-    result = generate_rows(engine, load_family(family), seeds, cfg, "tiny", kind, 512)
+    family = load_family(family) if isinstance(family, str) else family
+    result = generate_rows(engine, family, seeds, cfg, "tiny", kind, 512)
     pa.Table.from_pylist(result.kept, schema=GENERATED_SCHEMA)  # raises on a bad field
     return result
 
@@ -245,3 +246,23 @@ def test_an_engine_error_fails_the_batch_instead_of_hanging(engines):
         generate_rows(
             engine, load_family("smollm2"), make_seed_rows("f", 0, 3, cfg), cfg, "m", "vllm", 512
         )
+
+
+def test_a_family_chat_template_serves_a_tokenizer_without_one(engines):
+    """A generator tokenizer without a chat template (Vicuna's) renders responses with the
+    family's `chat_template`; with neither, generation refuses before any row is sampled."""
+    engine = engines["hf"]
+    own = engine.tokenizer.chat_template
+    plain = load_family("smollm2")
+    family = dataclasses.replace(plain, chat_template=own)
+    engine.tokenizer.chat_template = None
+    try:
+        with pytest.raises(TemplateError, match="chat_template"):
+            generate_rows(engine, plain, make_seed_rows("ct", 0, 2, _cfg()), _cfg(), "t", "hf", 512)
+        result = _run(engine, "hf", _cfg(), n=4, run="ct", family=family)
+        assert engine.tokenizer.chat_template == own, "the family's template was installed"
+    finally:
+        engine.tokenizer.chat_template = own
+    assert len(result.kept) >= 3, result.dropped
+    for row in result.kept:
+        assert row["response"] and row["response_prompt_tokens"] > row["instruction_tokens"]

@@ -5,12 +5,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from magpie_ray.config import Config, ConfigError, advice, register, validate_static
 from magpie_ray.pipeline import check_resources, preflight
+from magpie_ray.templates import BUILTIN_DIR as TEMPLATES
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 REPO = CONF.parent
@@ -148,6 +150,34 @@ def test_family_that_does_not_match_the_tokenizer_fails_before_loading(smollm2_p
     assert "<|im_start|>user" in str(err.value)
 
 
+def test_a_generator_without_a_chat_template_needs_one_from_its_family(smollm2_path, tmp_path):
+    """Tokenizer files only (no weights): the check must fail or pass before any model loads."""
+    import json
+    import shutil
+
+    model = tmp_path / "no-template-model"
+    model.mkdir()
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copy(smollm2_path / name, model / name)
+    settings = json.loads((smollm2_path / "tokenizer_config.json").read_text())
+    settings.pop("chat_template", None)
+    (model / "tokenizer_config.json").write_text(json.dumps(settings))
+    with pytest.raises(ConfigError, match="no chat template"):
+        preflight(_compose(f"model.path={model}"))
+
+    families = tmp_path / "families"
+    families.mkdir()
+    family = yaml.safe_load((TEMPLATES / "smollm2.yaml").read_text())
+    family |= {
+        "name": "smollm2-own",
+        "chat_template": (smollm2_path / "chat_template.jinja").read_text(),
+    }
+    (families / "smollm2-own.yaml").write_text(yaml.safe_dump(family))
+    preflight(
+        _compose(f"model.path={model}", "model.family=smollm2-own", f"template_dirs=[{families}]")
+    )
+
+
 def test_grid_group_sets_the_paper_grids():
     cells = _compose("grid=pro").generate.instruction.grid
     assert [(c.temperature, c.top_p, c.weight) for c in cells] == [
@@ -214,8 +244,16 @@ def test_bad_turns_and_preference_settings_are_rejected():
     assert "preference.temperature=-1" in message
 
 
-def test_multi_turn_needs_a_family_with_a_follow_up_template(smollm2_path):
-    cfg = _compose(f"model.path={smollm2_path}", "model.family=vicuna", "generate.num_turns=2")
+def test_multi_turn_needs_a_family_with_a_follow_up_template(smollm2_path, tmp_path):
+    family = yaml.safe_load((TEMPLATES / "smollm2.yaml").read_text())
+    family |= {"name": "single-turn", "follow_up_template": None}
+    (tmp_path / "single-turn.yaml").write_text(yaml.safe_dump(family))
+    cfg = _compose(
+        f"model.path={smollm2_path}",
+        "model.family=single-turn",
+        f"template_dirs=[{tmp_path}]",
+        "generate.num_turns=2",
+    )
     with pytest.raises(ConfigError, match="no follow_up_template"):
         preflight(cfg)
 

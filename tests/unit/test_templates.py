@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from magpie_ray.engines import chat_prompt_ids
 from magpie_ray.templates import (
     Family,
     TemplateError,
     TemplateMismatchError,
     UnknownFamilyError,
+    fit_chat_template,
     list_families,
     load_family,
     render_follow_up_prompt,
@@ -256,6 +258,38 @@ def test_sentencepiece_families_start_with_one_bos(tokenizer, name):
     ids = tok.encode(family.pre_query_template, add_special_tokens=False)
     assert ids[0] == 1 and ids[1] != 1
     assert stop_token_ids_for(family, tok)[:2] == list(family.stop_token_ids[:2])
+
+
+def test_vicuna_gives_its_tokenizer_the_chat_template_it_lacks(tokenizer):
+    tok = _with_chat_template(tokenizer("llama2"), None)
+    family = load_family("vicuna")
+    fit_chat_template(family, tok)
+    validate_against_tokenizer(family, tok)  # pre-query, system prompts, follow-up vs the template
+    turns = [
+        {"role": "user", "content": "Hi?"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Why?"},
+    ]
+    text = tok.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    assert text == family.pre_query_template + "Hi? ASSISTANT: Hello.</s>USER: Why? ASSISTANT:"
+    ids = chat_prompt_ids(tok, turns)
+    assert ids[0] == 1 and ids[1] != 1, "one BOS"
+    assert 2 in ids, "</s> ends the assistant turn as the EOS token"
+    follow_up = render_follow_up_prompt(tok, turns[:2], family.system_prompts["multi_turn"])
+    assert follow_up.endswith("Hello.</s>" + family.follow_up_template)
+
+
+def test_a_tokenizers_own_chat_template_wins_over_the_familys(tokenizer):
+    tok = _with_chat_template(tokenizer("smollm2"), tokenizer("smollm2").chat_template)
+    family = dataclasses.replace(load_family("smollm2"), chat_template="{{ 'never used' }}")
+    fit_chat_template(family, tok)
+    assert tok.chat_template == tokenizer("smollm2").chat_template
+
+
+def test_a_generator_without_any_chat_template_is_refused(tokenizer):
+    tok = _with_chat_template(tokenizer("llama2"), None)
+    with pytest.raises(TemplateError, match="no chat template.*chat_template"):
+        fit_chat_template(load_family("llama2-chat"), tok)
 
 
 def test_llama2_chat_accepts_a_text_difference_the_tokenizer_erases(tokenizer):
