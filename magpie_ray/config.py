@@ -73,6 +73,9 @@ class InstructionSampling:
     min_p: float = 0.0
     max_tokens: int = 2048
     stop_at_newline: bool = True  # the reference's "early stopping": one line per instruction
+    # More texts that end an instruction (not a response), after the family's stop strings;
+    # ["assistant"] reproduces the reference, which also cuts any instruction using the word.
+    extra_stop_strings: list[str] = field(default_factory=list)
     # A decoding grid (the paper's Air / Pro grids): rows are spread over the cells in proportion
     # to their weights; empty = every row samples with temperature / top_p / min_p above.
     grid: list[DecodingCell] = field(default_factory=list)
@@ -405,6 +408,11 @@ def validate_static(cfg: Config) -> None:
             )
     problems += _sampling_problems("generate.response", gen.response)
     problems += _sampling_problems("generate.instruction", gen.instruction)
+    if not all(isinstance(t, str) and t for t in gen.instruction.extra_stop_strings):
+        problems.append(
+            f"generate.instruction.extra_stop_strings={list(gen.instruction.extra_stop_strings)}:"
+            " must be non-empty texts"
+        )
     for i, cell in enumerate(gen.instruction.grid):
         problems += _sampling_problems(f"generate.instruction.grid[{i}]", cell)
         if cell.weight < 0:

@@ -86,6 +86,7 @@ GENERATED_SCHEMA = pa.schema(
                     ("pre_query_template", pa.string()),
                     ("system_prompt_key", pa.string()),
                     ("stop_at_newline", pa.bool_()),
+                    ("extra_stop_strings", _STRINGS),
                     ("sanitizer_rules", _STRINGS),  # null: sanitizer off; first turn's rules
                     ("banned_first_token_prefixes", _STRINGS),
                     ("num_turns", pa.int64()),  # requested; the `num_turns` column has the result
@@ -165,7 +166,9 @@ def _drop(row: dict, reason: str, detail: str = "") -> dict:
 def instruction_specs(
     rows: Sequence[dict], family: templates.Family, stop_ids: Sequence[int], cfg: GenerateConfig
 ) -> list[SamplingSpec]:
-    stops = tuple(family.stop_strings) + (("\n",) if cfg.instruction.stop_at_newline else ())
+    inst = cfg.instruction
+    stops = tuple(family.stop_strings) + (("\n",) if inst.stop_at_newline else ())
+    stops += tuple(t for t in inst.extra_stop_strings if t not in stops)
     return [
         SamplingSpec(
             temperature=row["temperature"],
@@ -373,6 +376,7 @@ def _generate_row(ctx: _RowContext, row: dict) -> RowSteps:
             "pre_query_template": pre_query,
             "system_prompt_key": row["system_prompt_key"],
             "stop_at_newline": cfg.instruction.stop_at_newline,
+            "extra_stop_strings": list(cfg.instruction.extra_stop_strings),
             "sanitizer_rules": None if rules is None else list(rules),
             "banned_first_token_prefixes": list(_banned_prefixes(family, cfg)),
             "num_turns": cfg.num_turns,

@@ -16,7 +16,13 @@ from magpie_ray.config import (
     ResponseSampling,
 )
 from magpie_ray.engines import Completion
-from magpie_ray.steps.generate import GENERATED_SCHEMA, banned_first_token_ids, generate_rows
+from magpie_ray.steps.generate import (
+    GENERATED_SCHEMA,
+    banned_first_token_ids,
+    generate_rows,
+    instruction_specs,
+    response_spec,
+)
 from magpie_ray.steps.seeds import make_seed_rows
 from magpie_ray.templates import TemplateError, load_family
 from magpie_ray.testing import ASKS
@@ -266,3 +272,19 @@ def test_a_family_chat_template_serves_a_tokenizer_without_one(engines):
     assert len(result.kept) >= 3, result.dropped
     for row in result.kept:
         assert row["response"] and row["response_prompt_tokens"] > row["instruction_tokens"]
+
+
+def test_extra_stop_strings_end_instructions_but_not_responses(engines):
+    """`about` ends an instruction on the real engine (the tiny model asks "... about X?" often);
+    the response's stop texts stay the family's."""
+    free = _run(engines["vllm"], "vllm", _cfg(), n=8, run="stop")
+    assert any("about" in r["instruction"] for r in free.kept), "the stop must matter"
+    inst = InstructionSampling(max_tokens=32, extra_stop_strings=["about"])
+    cut = _run(engines["vllm"], "vllm", _cfg(instruction=inst), n=8, run="stop")
+    assert cut.kept and not any("about" in r["instruction"] for r in cut.kept)
+    assert cut.kept[0]["gen_input_configs"]["extra_stop_strings"] == ["about"]
+
+    cfg, family = _cfg(instruction=inst), load_family("smollm2")
+    row = make_seed_rows("stop", 0, 1, cfg)[0]
+    assert "about" in instruction_specs([row], family, (), cfg)[0].stop
+    assert "about" not in response_spec(row, 10, family, (), cfg, 512).stop

@@ -84,6 +84,14 @@ def test_static_validation_names_each_problem(tmp_path):
         assert needle in message
 
 
+def test_extra_stop_strings_must_be_texts():
+    with pytest.raises(ConfigError, match="extra_stop_strings"):
+        validate_static(_compose("generate.instruction.extra_stop_strings=[assistant,'']"))
+    assert _compose(
+        "generate.instruction.extra_stop_strings=[assistant]"
+    ).generate.instruction.extra_stop_strings == ["assistant"]
+
+
 def test_reward_batch_limits_must_be_positive():
     cfg = _compose("reward.micro_batch_size=0", "reward.max_batch_tokens=-5")
     assert "tag" in cfg.steps
