@@ -14,11 +14,17 @@ finished run's `generated/` when --run-dir is given, else synthetic ones.
     .venv/bin/python bench/reward_scoring.py --rows 256
     .venv/bin/python bench/reward_scoring.py --model tiny --rows 512
     .venv/bin/python bench/reward_scoring.py --probe   # bare forward cost per row vs batch size
+
+A GPU machine without the Hub: `--model random-llama3-8b` builds a reward model of FsfairX's
+shape (Llama-3-8B, one logit) with random bf16 weights on the GPU, around the Llama-3 tokenizer
+folder given by --tokenizer. Throughput does not depend on the weights' values, so it times what
+the real model would (scores are meaningless). `random-llama3-8b:2` keeps 2 of the 32 layers.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -69,7 +75,7 @@ def run_conversations(run_dir: Path, n: int) -> list[list[dict[str, str]]]:
     return [conversation_messages(rows[i % len(rows)]["conversations"]) for i in range(n)]
 
 
-def model_path(name: str) -> Path:
+def model_path(name: str, tokenizer: Path) -> Path:
     smollm2 = CACHE / "models" / "smollm2-135m-instruct"
     if name == "smollm2":
         return build_reward_stand_in(smollm2, CACHE / "models" / "smollm2-135m-reward-stand-in")
@@ -78,7 +84,43 @@ def model_path(name: str) -> Path:
 
         tiny = build_tiny_chat_model(CACHE / "test-models" / "bench-tiny-chat", smollm2)
         return build_reward_stand_in(tiny, CACHE / "test-models" / "bench-tiny-chat-rm")
+    if name.startswith("random-llama3-8b"):
+        layers = int(name.partition(":")[2] or 32)
+        return build_random_llama3_reward(
+            CACHE / "test-models" / f"random-llama3-8b-L{layers}", layers, tokenizer
+        )
     return Path(name)
+
+
+def build_random_llama3_reward(out_dir: Path, layers: int, tokenizer_dir: Path) -> Path:
+    """FsfairX-LLaMA3-RM's shape with random weights (built on the GPU when there is one)."""
+    if (out_dir / "config.json").is_file():
+        return out_dir
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, LlamaConfig
+
+    from magpie_ray.assets import save_model_folder
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=layers,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=8192,
+        rope_theta=500000.0,
+        num_labels=1,
+        pad_token_id=tok.pad_token_id,
+        torch_dtype="bfloat16",
+    )
+    torch.manual_seed(0)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = AutoModelForSequenceClassification.from_config(config, dtype=torch.bfloat16)
+    return save_model_folder(model, tok, out_dir)
 
 
 def timed_scores(scorer: RewardScorer, conversations) -> tuple[list[float], float]:
@@ -119,9 +161,15 @@ def main() -> None:
     parser.add_argument("--vllm", action="store_true", help="add the vLLM pooling variant")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--probe", action="store_true", help="only time bare forward passes")
+    parser.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=CACHE / "tokenizers" / "llama3",
+        help="tokenizer folder for --model random-llama3-8b (a Llama-3 one, with chat template)",
+    )
     args = parser.parse_args()
 
-    path = model_path(args.model)
+    path = model_path(args.model, args.tokenizer)
     if args.probe:
         scorer = RewardScorer(str(path), args.max_length, micro_batch_size=1)
         device = "cuda" if scorer.device == "cuda" else f"cpu ({os.cpu_count()} cores)"
@@ -136,8 +184,10 @@ def main() -> None:
         if args.run_dir
         else synthetic_conversations(args.rows)
     )
+    # One model in memory for both variants: only the micro-batch size differs.
     single = RewardScorer(str(path), args.max_length, micro_batch_size=1)
-    batched = RewardScorer(str(path), args.max_length, micro_batch_size=args.micro_batch)
+    batched = copy.copy(single)
+    batched.micro_batch_size = args.micro_batch
     tokens = sum(
         len(single.tokenizer(single.render(c), add_special_tokens=False)["input_ids"])
         for c in conversations
