@@ -17,6 +17,8 @@ from .config import Config, ConfigError, advice, is_uri, register
 
 # Set by Ray's job supervisor for an entrypoint started with `ray job submit`.
 _RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+# Exit status of a run that finished with rows missing (2 is a config error).
+INCOMPLETE_EXIT = 3
 
 register()
 
@@ -56,6 +58,9 @@ def main(dcfg: DictConfig) -> None:
         print(global_steps)
     print(f"report: {result.report_path}")
     print("=" * 72)
+    if result.incomplete:
+        print(f"magpie_ray: error: the run is incomplete: {result.incomplete}", file=sys.stderr)
+        sys.exit(INCOMPLETE_EXIT)
 
 
 if __name__ == "__main__":

@@ -138,6 +138,10 @@ class GenerateConfig:
     # Conversation length: turns after the first are a follow-up instruction (sampled from the
     # history under the family's multi_turn system prompt) and its response.
     num_turns: int = 1
+    # Ray Data passes over the rows: a row whose engine actor or node died while it was in
+    # flight is in no file after a pass and goes through again; rows still missing after the
+    # last pass make the run exit non-zero (rerunning the command generates them).
+    max_passes: int = 3
     instruction: InstructionSampling = field(default_factory=InstructionSampling)
     response: ResponseSampling = field(default_factory=ResponseSampling)
     preference: PreferenceSampling = field(default_factory=PreferenceSampling)
@@ -158,6 +162,9 @@ class ClusterConfig:
     gpus_per_actor: float = 0.0  # >= tensor_parallel_size on GPU clusters
     actor_env: dict[str, str] = field(default_factory=dict)  # env vars of engine actors
     check_resources: bool = True  # fail at start when the pool cannot fit the cluster
+    # Consecutive deaths of engine or tagger actors while they start (a node lost while a
+    # model loads, a crashed load) that a pool replaces before the run fails.
+    actor_start_retries: int = 3
 
     # Custom Ray resources each engine actor needs (Ray's `resources=`): pins actors to node
     # types, e.g. {"accelerator_type:H100": 0.001}, or one actor per node when every node
@@ -261,6 +268,9 @@ class TagConfig:
     part_rows: int = 256  # rows per tagged part file
     language: bool = True  # instruction language (py3langid)
     task_cpus: float = 1.0  # CPUs of each Ray Data read / tag / write task
+    # Passes over the untagged rows: rows a pass did not write (a lost node) go through again;
+    # rows still untagged after the last pass make the run exit non-zero.
+    max_passes: int = 3
 
 
 @dataclass
@@ -422,6 +432,8 @@ def validate_static(cfg: Config) -> None:
     problems += _mixture_problems("generate.system_prompts", gen.system_prompts)
     if gen.num_turns < 1:
         problems.append(f"generate.num_turns={gen.num_turns}: must be >= 1")
+    if gen.max_passes < 1:
+        problems.append(f"generate.max_passes={gen.max_passes}: must be >= 1")
     pref = gen.preference
     if pref.num_responses < 0 or pref.num_responses == 1:
         problems.append(
@@ -441,6 +453,8 @@ def validate_static(cfg: Config) -> None:
         problems.append(f"cluster.num_actors={cl.num_actors}: must be >= 1")
     if cl.batches_in_flight < 1:
         problems.append(f"cluster.batches_in_flight={cl.batches_in_flight}: must be >= 1")
+    if cl.actor_start_retries < 0:
+        problems.append(f"cluster.actor_start_retries={cl.actor_start_retries}: must be >= 0")
     if cl.cpus_per_actor < 0 or cl.gpus_per_actor < 0:
         problems.append("cluster.cpus_per_actor and cluster.gpus_per_actor must be >= 0")
     if cl.gpus_per_actor and cl.gpus_per_actor < cfg.model.tensor_parallel_size:
@@ -554,6 +568,8 @@ def tag_problems(cfg: Config) -> list[str]:
         problems.append(f"tag.part_rows={cfg.tag.part_rows}: must be >= 1")
     if cfg.tag.task_cpus <= 0:
         problems.append(f"tag.task_cpus={cfg.tag.task_cpus}: must be > 0")
+    if cfg.tag.max_passes < 1:
+        problems.append(f"tag.max_passes={cfg.tag.max_passes}: must be >= 1")
     return problems
 
 

@@ -129,6 +129,27 @@ class RunResult:
     dedup: dedup.DedupStats | None = None
     select: select.SelectStats | None = None
     export: export.ExportStats | None = None
+    # Why the run stopped with rows missing (None: every step finished every row); the CLI
+    # then exits non-zero.
+    incomplete: str | None = None
+
+
+def incomplete_reason(gen_stats, tag_stats) -> str | None:
+    """What a row-wise step left undone after all its passes, and the rerun that finishes it."""
+    if gen_stats is not None and gen_stats.rows_missing:
+        return (
+            f"generate: {gen_stats.rows_missing} of {gen_stats.rows_todo} rows are in no file"
+            f" after {gen_stats.passes} passes (engine actors or nodes kept dying); later steps"
+            " did not run. Rerun the same command: it generates only the missing rows"
+            " (generate.max_passes sets the passes)"
+        )
+    if tag_stats is not None and tag_stats.rows_missing:
+        return (
+            f"tag: {tag_stats.rows_missing} of {tag_stats.rows_todo} rows are untagged after"
+            f" {tag_stats.passes} passes; later steps did not run. Rerun the same command (or"
+            " steps=[tag,dedup,select,export]): it tags only the missing rows"
+        )
+    return None
 
 
 def run(cfg: Config, config_yaml: str = "") -> RunResult:
@@ -138,18 +159,25 @@ def run(cfg: Config, config_yaml: str = "") -> RunResult:
         store.write_text("config.yaml", config_yaml)
     connect(cfg)
     steps = set(cfg.steps)
-    gen_stats = generate.run_step(cfg, store) if "generate" in steps else None
-    tag_stats = tag.run_step(cfg, store) if "tag" in steps else None
-    dedup_stats = dedup.run_step(cfg, store) if "dedup" in steps else None
-    select_stats = select.run_step(cfg, store) if "select" in steps else None
-    export_stats = export.run_step(cfg, store) if "export" in steps else None
+    gen_stats = tag_stats = dedup_stats = select_stats = export_stats = None
+    if "generate" in steps:
+        gen_stats = generate.run_step(cfg, store)
+    incomplete = incomplete_reason(gen_stats, None)
+    if "tag" in steps and incomplete is None:
+        tag_stats = tag.run_step(cfg, store)
+        incomplete = incomplete_reason(None, tag_stats)
+    if incomplete is None:
+        dedup_stats = dedup.run_step(cfg, store) if "dedup" in steps else None
+        select_stats = select.run_step(cfg, store) if "select" in steps else None
+        export_stats = export.run_step(cfg, store) if "export" in steps else None
     invocation = invocation_lines(gen_stats, tag_stats)
     return RunResult(
-        summary=summarize(store, cfg.examples_to_print),
+        summary=summarize(store, cfg.examples_to_print, requested=cfg.generate.num_samples),
         generate=gen_stats,
         tag=tag_stats,
         dedup=dedup_stats,
         select=select_stats,
         export=export_stats,
         report_path=write_report(store, f"magpie-ray run {cfg.run_name}", invocation, cfg.seed),
+        incomplete=incomplete,
     )

@@ -16,6 +16,8 @@ class RunSummary:
     examples: list[dict] = field(default_factory=list)
     response_finish_reasons: dict[str, int] = field(default_factory=dict)
     tagged: TagSummary | None = None
+    requested: int | None = None  # generate.num_samples
+    requested_done: int = 0  # rows of index < requested that are kept or dropped
 
 
 @dataclass(frozen=True)
@@ -94,12 +96,18 @@ def summarize_tags(store: RunStore) -> TagSummary | None:
     )
 
 
-def summarize(store: RunStore, num_examples: int = 3) -> RunSummary:
+def summarize(store: RunStore, num_examples: int = 3, requested: int | None = None) -> RunSummary:
     kept = store.read_parts(
         store.kept_dir("generate"),
-        columns=["uuid", "instruction", "response", "response_finish_reason"],
+        columns=["uuid", "index", "instruction", "response", "response_finish_reason"],
     )
-    dropped = store.read_parts(store.dropped_dir("generate"), columns=["reason"])
+    dropped = store.read_parts(store.dropped_dir("generate"), columns=["index", "reason"])
+    requested_done = 0
+    if requested is not None:
+        for table in (kept, dropped):
+            if table is not None:
+                indices = table.column("index").to_pylist()
+                requested_done += sum(1 for i in indices if i is not None and i < requested)
     examples = []
     finish: dict[str, int] = {}
     if kept is not None:
@@ -114,6 +122,8 @@ def summarize(store: RunStore, num_examples: int = 3) -> RunSummary:
         examples=examples,
         response_finish_reasons=finish,
         tagged=summarize_tags(store),
+        requested=requested,
+        requested_done=requested_done,
     )
 
 
@@ -145,13 +155,23 @@ def _engine_notes(stats) -> str:
         )
     if stats.rows_skipped_on_retry:
         notes += f"; {stats.rows_skipped_on_retry} rows of retried batches were already written"
-    return notes
+    return notes + _passes_note(stats)
+
+
+def _passes_note(stats) -> str:
+    """Passes after the first went through rows a dead actor or node took with it."""
+    note = ""
+    if stats.passes > 1:
+        note += f"; {stats.passes} passes (rows lost with a dead actor or node went through again)"
+    if stats.rows_missing:
+        note += f"; {stats.rows_missing} rows still missing"
+    return note
 
 
 def tag_line(stats) -> str:
     return (
         f"{stats.rows_tagged} rows tagged ({stats.rows_done_before} already done) by pools "
-        f"{', '.join(stats.pools) or 'none'} in {stats.wall_seconds:.1f} s"
+        f"{', '.join(stats.pools) or 'none'} in {stats.wall_seconds:.1f} s" + _passes_note(stats)
     )
 
 
@@ -186,6 +206,8 @@ def format_summary(summary: RunSummary, stats=None, width: int = 300, tag_stats=
     lines = [f"rows written: {summary.rows_written}"]
     drops = ", ".join(f"{k}={v}" for k, v in sorted(summary.drops.items())) or "none"
     lines.append(f"rows dropped: {sum(summary.drops.values())} ({drops})")
+    if summary.requested is not None:
+        lines.append(requested_line(summary))
     if summary.response_finish_reasons:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(summary.response_finish_reasons.items()))
         lines.append(f"response finish reasons: {reasons}")
@@ -199,6 +221,20 @@ def format_summary(summary: RunSummary, stats=None, width: int = 300, tag_stats=
         lines.append(f"instruction: {_clip(ex['instruction'], width)}")
         lines.append(f"response:    {_clip(ex['response'], width)}")
     return "\n".join(lines)
+
+
+def requested_line(summary: RunSummary) -> str:
+    """Kept + dropped rows against the number requested, and what to do about any missing."""
+    line = (
+        f"rows done: {summary.requested_done} of {summary.requested} requested (kept or dropped,"
+        " each exactly once)"
+    )
+    missing = summary.requested - summary.requested_done
+    if missing > 0:
+        line += (
+            f"; {missing} missing: rerun the same command (with the generate step) to generate them"
+        )
+    return line
 
 
 def _clip(text: str, width: int) -> str:

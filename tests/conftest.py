@@ -55,6 +55,16 @@ def tiny_model_path(smollm2_path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_reward_path(tiny_model_path) -> Path:
+    """A one-logit classifier on the tiny chat model's backbone (random head)."""
+    from magpie_ray.assets import build_reward_stand_in
+
+    return build_reward_stand_in(
+        tiny_model_path, CACHE / "test-models" / (tiny_model_path.name + "-rm")
+    )
+
+
+@pytest.fixture(scope="session")
 def local_ray():
     import ray
 

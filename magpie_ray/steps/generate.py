@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import os
 import queue
 import socket
@@ -62,6 +63,8 @@ from ..sanitize import sanitize_instruction
 from ..storage import DROPPED_SCHEMA, RunStore, part_name
 from .base_answers import BaseAnswerer, load_examples
 from .seeds import DEFAULT_SYSTEM_PROMPT, make_seed_rows
+
+log = logging.getLogger(__name__)
 
 STEP = "generate"
 # The family system prompt that follow-up instructions are sampled under, when it has one.
@@ -753,7 +756,7 @@ class StepStats:
 
     rows_todo: int
     rows_done_before: int
-    rows_processed: int
+    rows_processed: int  # rows of this invocation now in the run's files (kept or dropped)
     rows_kept: int
     output_tokens: int
     wall_seconds: float  # the whole step, actor start-up included
@@ -767,6 +770,8 @@ class StepStats:
     rows_skipped_on_retry: int = 0
     engine_steps: int = 0
     actors: int = 0
+    passes: int = 0  # Ray Data passes: 1, plus one per sweep for rows lost with an actor
+    rows_missing: int = 0  # rows in no file after the last pass: the run is incomplete
 
     @property
     def engine_busy_fraction(self) -> float | None:
@@ -831,65 +836,110 @@ def settings_from(cfg) -> GenerateSettings:
 def run_step(cfg, store: RunStore, seeds: list[dict] | None = None) -> StepStats:
     """Generate every seed row not already in `generated/` or `dropped/generate/`.
 
-    `seeds` replaces the rows made from the config (benchmarks pass synthetic workloads).
+    After each pass the step compares the run's files with the rows it was given: a row that is
+    in neither (its engine actor or node died while it was in flight, after the call that
+    brought it had returned) goes through again, up to `generate.max_passes` passes in all.
+    Rows still missing after that are counted in `rows_missing`; the pipeline then stops with
+    a non-zero exit. `seeds` replaces the rows made from the config (benchmarks pass
+    synthetic workloads).
     """
-    import ray.data
-
     gen = cfg.generate
     if seeds is None:
         seeds = make_seed_rows(cfg.run_name, cfg.seed, gen.num_samples, gen)
     done = store.done_uuids(STEP)
     todo = [row for row in seeds if row["uuid"] not in done]
     started = time.perf_counter()
-    processed = kept = tokens = skipped = 0
-    load_seconds = 0.0
-    first_start, last_finish = float("inf"), 0.0
-    busy: dict[str, float] = {}  # actor -> its engine's cumulative busy seconds
-    steps: dict[str, int] = {}
-    if todo:
-        cl = cfg.cluster
-        blocks = min(len(todo), max(1, -(-len(todo) // gen.batch_size)))
-        ds = ray.data.from_items(todo, override_num_blocks=blocks).map_batches(
-            GenerateActor,
-            fn_constructor_kwargs={"settings": settings_from(cfg)},
-            # One block (<= batch_size rows) per actor call. With batch_size set, Ray Data
-            # bundles blocks up to batch_size rows and runs the bundle's batches one after
-            # another in one call, so a batch waited for the previous one's longest row.
-            batch_size=None,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(
-                size=cl.num_actors,
-                max_concurrent_calls_per_actor=cl.batches_in_flight,
-                enable_true_multi_threading=cl.batches_in_flight > 1,
-            ),
-            num_cpus=cl.cpus_per_actor,
-            num_gpus=cl.gpus_per_actor,
-            resources=dict(cl.actor_resources),
-            runtime_env={"env_vars": dict(cl.actor_env)} if cl.actor_env else None,
-        )
-        for stats in ds.iter_rows():
-            processed += stats["rows"]
-            skipped += stats["skipped"]
-            kept += stats["kept"]
-            tokens += stats["output_tokens"]
-            load_seconds = max(load_seconds, stats["load_seconds"])
-            first_start = min(first_start, stats["started_at"])
-            last_finish = max(last_finish, stats["finished_at"])
-            actor = stats["actor"]
-            busy[actor] = max(busy.get(actor, 0.0), stats["engine_busy_seconds"])
-            steps[actor] = max(steps.get(actor, 0), stats["engine_steps"])
+    tally = _Tally()
+    pending, passes = todo, 0
+    while pending and passes < gen.max_passes:
+        passes += 1
+        if passes > 1:
+            log.warning(
+                "generate: %d of %d rows were not written by pass %d (an engine actor or node"
+                " died while they were in flight); generating them again, pass %d of at most %d",
+                len(pending),
+                len(todo),
+                passes - 1,
+                passes,
+                gen.max_passes,
+            )
+        _run_pass(cfg, store, pending, tally, first=passes == 1)
+        done = store.done_uuids(STEP)
+        pending = [row for row in pending if row["uuid"] not in done]
     return StepStats(
         rows_todo=len(todo),
         rows_done_before=len(seeds) - len(todo),
-        rows_processed=processed,
-        rows_skipped_on_retry=skipped,
-        rows_kept=kept,
-        output_tokens=tokens,
+        rows_processed=len(todo) - len(pending),
+        rows_skipped_on_retry=tally.skipped,
+        rows_kept=tally.kept,
+        output_tokens=tally.tokens,
         wall_seconds=time.perf_counter() - started,
-        generation_seconds=max(0.0, last_finish - first_start),
-        engine_load_seconds=load_seconds,
-        engine_busy_seconds=sum(busy.values()),
-        engine_steps=sum(steps.values()),
+        generation_seconds=max(0.0, tally.last_finish - tally.first_start),
+        engine_load_seconds=tally.load_seconds,
+        engine_busy_seconds=sum(tally.busy.values()),
+        engine_steps=sum(tally.steps.values()),
         max_num_seqs=cfg.engine.max_num_seqs if cfg.engine.kind == "vllm" else None,
-        actors=len(busy),
+        actors=len(tally.busy),
+        passes=passes,
+        rows_missing=len(pending),
     )
+
+
+@dataclass
+class _Tally:
+    """The counters of every actor call of an invocation, over all its passes."""
+
+    skipped: int = 0
+    kept: int = 0
+    tokens: int = 0
+    load_seconds: float = 0.0
+    first_start: float = float("inf")
+    last_finish: float = 0.0
+    busy: dict = dataclasses.field(default_factory=dict)  # actor -> cumulative busy seconds
+    steps: dict = dataclasses.field(default_factory=dict)  # actor -> cumulative engine steps
+
+    def add(self, stats: dict) -> None:
+        self.skipped += stats["skipped"]
+        self.kept += stats["kept"]
+        self.tokens += stats["output_tokens"]
+        self.load_seconds = max(self.load_seconds, stats["load_seconds"])
+        self.first_start = min(self.first_start, stats["started_at"])
+        self.last_finish = max(self.last_finish, stats["finished_at"])
+        actor = stats["actor"]
+        self.busy[actor] = max(self.busy.get(actor, 0.0), stats["engine_busy_seconds"])
+        self.steps[actor] = max(self.steps.get(actor, 0), stats["engine_steps"])
+
+
+def _run_pass(cfg, store: RunStore, rows: list[dict], tally: _Tally, first: bool) -> None:
+    """One Ray Data pass of `rows` through an engine actor pool.
+
+    The first pass runs the configured pool; a later pass (rows lost with a dead actor or
+    node) starts with one actor and grows to the configured size, so it also runs on a
+    cluster that lost the node.
+    """
+    import ray.data
+
+    gen, cl = cfg.generate, cfg.cluster
+    blocks = min(len(rows), max(1, -(-len(rows) // gen.batch_size)))
+    ray.data.DataContext.get_current().max_consecutive_actor_init_deaths = cl.actor_start_retries
+    size = {"size": cl.num_actors} if first else {"min_size": 1, "max_size": cl.num_actors}
+    ds = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
+        GenerateActor,
+        fn_constructor_kwargs={"settings": settings_from(cfg)},
+        # One block (<= batch_size rows) per actor call. With batch_size set, Ray Data
+        # bundles blocks up to batch_size rows and runs the bundle's batches one after
+        # another in one call, so a batch waited for the previous one's longest row.
+        batch_size=None,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(
+            **size,
+            max_concurrent_calls_per_actor=cl.batches_in_flight,
+            enable_true_multi_threading=cl.batches_in_flight > 1,
+        ),
+        num_cpus=cl.cpus_per_actor,
+        num_gpus=cl.gpus_per_actor,
+        resources=dict(cl.actor_resources),
+        runtime_env={"env_vars": dict(cl.actor_env)} if cl.actor_env else None,
+    )
+    for stats in ds.iter_rows():
+        tally.add(stats)

@@ -21,6 +21,7 @@ No row is dropped. Parts are atomic and named by their rows; a rerun skips uuids
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -29,6 +30,8 @@ import pyarrow.compute as pc
 
 from ..config import Config, PoolConfig, resolve_model_path
 from ..storage import RunStore, part_name
+
+log = logging.getLogger(__name__)
 
 STEP = "tag"
 SOURCE_STEP = "generate"
@@ -126,9 +129,11 @@ class TagStats:
 
     rows_todo: int
     rows_done_before: int
-    rows_tagged: int
+    rows_tagged: int  # rows of this invocation now in tagged/
     pools: tuple[str, ...]  # the model pools that ran
     wall_seconds: float
+    passes: int = 0  # Ray Data passes: 1, plus one per sweep for rows a pass lost
+    rows_missing: int = 0  # generated rows still untagged after the last pass
 
 
 def _engine_settings(lm, seed: int):
@@ -234,58 +239,96 @@ def _todo_files(store: RunStore, done: set[str]) -> tuple[list[str], int, int, f
 
 
 def run_step(cfg: Config, store: RunStore) -> TagStats:
-    """Tag every generated row not already in `tagged/`."""
+    """Tag every generated row not already in `tagged/`.
+
+    After each pass the generated rows are compared with `tagged/` again: rows a pass did not
+    write (a node lost with its blocks) go through again, up to `tag.max_passes` passes; rows
+    still untagged after that are counted in `rows_missing`.
+    """
+    started = time.perf_counter()
+    files, todo, done_before, done_inside = _todo_files(store, store.done_uuids(STEP))
+    pools = model_pools(cfg)
+    passes = 0
+    missing = todo
+    while files and passes < cfg.tag.max_passes:
+        passes += 1
+        if passes > 1:
+            log.warning(
+                "tag: %d of %d rows were not written by pass %d; tagging them again, pass %d"
+                " of at most %d",
+                missing,
+                todo,
+                passes - 1,
+                passes,
+                cfg.tag.max_passes,
+            )
+        _run_pass(cfg, store, files, done_inside, pools, first=passes == 1)
+        files, missing, _, done_inside = _todo_files(store, store.done_uuids(STEP))
+    return TagStats(
+        rows_todo=todo,
+        rows_done_before=done_before,
+        rows_tagged=todo - missing,
+        pools=tuple(model.name for model in pools),
+        wall_seconds=time.perf_counter() - started,
+        passes=passes,
+        rows_missing=missing,
+    )
+
+
+def _run_pass(
+    cfg: Config,
+    store: RunStore,
+    files: list[str],
+    done_inside: frozenset,
+    pools: list[ModelPool],
+    first: bool,
+) -> None:
+    """One Ray Data pass over the untagged rows of `files`. A later pass starts each pool at
+    one actor (it may run on a cluster that lost a node)."""
     import ray.data
 
     from .text_tags import add_text_tags
 
-    started = time.perf_counter()
-    files, todo, done_before, done_inside = _todo_files(store, store.done_uuids(STEP))
-    pools = model_pools(cfg)
-    tagged = 0
-    if files:
-        task_args = {"num_cpus": cfg.tag.task_cpus}
-        env = dict(cfg.cluster.actor_env)
-        runtime_env = {"env_vars": env} if env else None
-        ds = ray.data.read_parquet(files, filesystem=store.fs, **task_args)
-        if done_inside:
-            ds = ds.map_batches(
-                drop_done, fn_kwargs={"done": done_inside}, batch_format="pyarrow", **task_args
-            )
-        ds = ds.map_batches(
-            add_text_tags,
-            fn_kwargs={"language": cfg.tag.language},
-            batch_format="pyarrow",
-            **task_args,
-        )
-        for model in pools:
-            ds = ds.map_batches(
-                model.actor,
-                fn_constructor_kwargs=model.kwargs,
-                batch_size=model.pool.batch_size,
-                batch_format="pyarrow",
-                compute=ray.data.ActorPoolStrategy(
-                    size=model.pool.num_actors,
-                    max_concurrent_calls_per_actor=model.concurrency,
-                    enable_true_multi_threading=model.concurrency > 1,
-                ),
-                num_cpus=model.pool.cpus_per_actor,
-                num_gpus=model.pool.gpus_per_actor,
-                runtime_env=runtime_env,
-            )
-        ds = ds.map_batches(
-            write_tagged_part,
-            fn_kwargs={"run_uri": store.run_uri},
-            batch_size=cfg.tag.part_rows,
-            batch_format="pyarrow",
-            **task_args,
-        )
-        for stats in ds.iter_rows():
-            tagged += stats["rows"]
-    return TagStats(
-        rows_todo=todo,
-        rows_done_before=done_before,
-        rows_tagged=tagged,
-        pools=tuple(model.name for model in pools),
-        wall_seconds=time.perf_counter() - started,
+    ray.data.DataContext.get_current().max_consecutive_actor_init_deaths = (
+        cfg.cluster.actor_start_retries
     )
+    task_args = {"num_cpus": cfg.tag.task_cpus}
+    env = dict(cfg.cluster.actor_env)
+    runtime_env = {"env_vars": env} if env else None
+    ds = ray.data.read_parquet(files, filesystem=store.fs, **task_args)
+    if done_inside:
+        ds = ds.map_batches(
+            drop_done, fn_kwargs={"done": done_inside}, batch_format="pyarrow", **task_args
+        )
+    ds = ds.map_batches(
+        add_text_tags,
+        fn_kwargs={"language": cfg.tag.language},
+        batch_format="pyarrow",
+        **task_args,
+    )
+    for model in pools:
+        n = model.pool.num_actors
+        size = {"size": n} if first else {"min_size": 1, "max_size": n}
+        ds = ds.map_batches(
+            model.actor,
+            fn_constructor_kwargs=model.kwargs,
+            batch_size=model.pool.batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(
+                **size,
+                max_concurrent_calls_per_actor=model.concurrency,
+                enable_true_multi_threading=model.concurrency > 1,
+            ),
+            num_cpus=model.pool.cpus_per_actor,
+            num_gpus=model.pool.gpus_per_actor,
+            runtime_env=runtime_env,
+        )
+    ds = ds.map_batches(
+        write_tagged_part,
+        fn_kwargs={"run_uri": store.run_uri},
+        batch_size=cfg.tag.part_rows,
+        batch_format="pyarrow",
+        **task_args,
+    )
+    for _ in ds.iter_rows():
+        pass

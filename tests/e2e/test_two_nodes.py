@@ -4,22 +4,28 @@
 and every actor needs one, so placement is deterministic; Ray's state API confirms it) and
 writes to a `file://` output URI through pyarrow's filesystems, as it would to s3:// or gs://.
 
-Then the cluster is torn down, part files are removed as if the job had died before writing
-them, and the same command is resubmitted on a fresh two-node cluster: it regenerates exactly
-the missing rows and leaves the surviving files alone.
+Mid-run the worker node's raylet is killed (the node is lost with its engine and the rows it
+held): the same job still ends SUCCEEDED with every row exactly once. Then the cluster is torn
+down, part files are removed as if the job had died before writing them, and the same command
+is resubmitted on a fresh two-node cluster: it regenerates exactly the missing rows and leaves
+the surviving files alone.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
+import psutil
 import pyarrow.parquet as pq
 import pytest
 
 from magpie_ray.steps.seeds import row_uuid
+from tests.actor_kills import rows_on_disk
 from tests.e2e.local_cluster import (
     Cluster,
+    cluster_processes,
     start_head,
     start_worker,
     submit,
@@ -28,7 +34,7 @@ from tests.e2e.local_cluster import (
 )
 from tests.helpers import read_parts, run_uuids
 
-NUM_SAMPLES = 8
+NUM_SAMPLES = 32
 RUN = "twonodes"
 SLOT = "engine_slot"
 
@@ -57,7 +63,6 @@ def overrides(model_path: Path, output_uri: str) -> list[str]:
         "model.max_model_len=512",
         "engine.kv_cache_gib=0.25",
         "cluster.num_actors=2",
-        "cluster.batches_in_flight=2",
         f"+cluster.actor_resources.{SLOT}=1",
         f"generate.num_samples={NUM_SAMPLES}",
         "generate.batch_size=2",
@@ -69,15 +74,47 @@ def overrides(model_path: Path, output_uri: str) -> list[str]:
     ]
 
 
-def run_job(cluster: Cluster, args: list[str]) -> str:
+def run_job(cluster: Cluster, args: list[str], kill_worker_at: Path | None = None) -> str:
+    """Submit, wait, check SUCCEEDED; with `kill_worker_at` (a run folder), check that each
+    node runs one engine actor, then kill the worker node's raylet mid-run."""
     submission_id = submit(cluster, args)
+    if kill_worker_at is not None:
+        kill_worker_node(cluster, kill_worker_at)
     status, logs = wait_for_job(cluster, submission_id)
     assert status == "SUCCEEDED", f"job {submission_id} ended {status}; its logs:\n{logs}"
     return logs
 
 
+def kill_worker_node(cluster: Cluster, run_dir: Path) -> None:
+    """Once a fifth of the rows are written: one engine actor per node (Ray's state API),
+    then the worker node's raylet is killed (its engine and rows in flight go with it)."""
+
+    def rows() -> int:
+        return rows_on_disk(run_dir / "generated", run_dir / "dropped" / "generate")
+
+    deadline = time.monotonic() + 300
+    while rows() < NUM_SAMPLES // 5 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    actor_nodes, nodes = engine_actor_nodes(cluster)
+    assert len(nodes) == 2, f"the cluster should have had two nodes, had {nodes}"
+    assert sorted(actor_nodes) == sorted(nodes), (
+        f"one engine actor per node expected; actors run on {actor_nodes}, nodes {nodes}"
+    )
+    worker_dir = str(cluster.temp_dir / "worker")
+    raylets = []
+    for proc in cluster_processes(cluster):
+        try:
+            if proc.name() == "raylet" and worker_dir in " ".join(proc.cmdline()):
+                raylets.append(proc)
+        except psutil.Error:  # a short-lived process that ended while listing
+            continue
+    assert len(raylets) == 1, f"expected the worker node's raylet, found {raylets}"
+    raylets[0].kill()
+    assert rows() < NUM_SAMPLES, "the worker node was killed after the job had finished"
+
+
 def engine_actor_nodes(cluster: Cluster) -> tuple[list[str], set[str]]:
-    """(node id of every engine actor the cluster ran, ids of the cluster's nodes)."""
+    """(node id of every engine actor of the cluster, ids of the cluster's nodes)."""
     from ray.util.state import list_actors, list_nodes
 
     actors = [
@@ -97,7 +134,7 @@ def invocation_counts(logs: str) -> tuple[int, int]:
 
 
 @pytest.mark.slow
-def test_two_nodes_one_engine_each_and_a_resubmission_resumes(tiny_model_path, tmp_path):
+def test_two_nodes_one_engine_each_a_lost_node_and_a_resubmission(tiny_model_path, tmp_path):
     out = tmp_path / "out"
     run_dir = out / RUN
     args = overrides(tiny_model_path, f"file://{out}")
@@ -105,14 +142,9 @@ def test_two_nodes_one_engine_each_and_a_resubmission_resumes(tiny_model_path, t
 
     cluster = start_two_nodes()
     try:
-        logs = run_job(cluster, args)
-        actor_nodes, nodes = engine_actor_nodes(cluster)
+        logs = run_job(cluster, args, kill_worker_at=run_dir)
     finally:
         teardown(cluster)
-    assert len(nodes) == 2, f"the cluster should have had two nodes, had {nodes}"
-    assert len(actor_nodes) == 2 and set(actor_nodes) == nodes, (
-        f"one engine actor per node expected; actors ran on {actor_nodes}, nodes {nodes}"
-    )
     assert invocation_counts(logs) == (NUM_SAMPLES, 0)
     kept, dropped = run_uuids(run_dir)
     assert sorted(kept + dropped) == expected, "every sample must be written once"

