@@ -10,13 +10,17 @@ REWARD_STAND_IN := $(CACHE)/models/smollm2-135m-reward-stand-in
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test install assets model tokenizers lint format clean
+.PHONY: run test test-fast install assets model tokenizers lint format clean
 
 run: install model
 	$(BIN)/python -m magpie_ray $(ARGS)
 
 test: install assets
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fast lane: everything that starts no Ray and loads no model weights (about a minute).
+test-fast: install assets
+	$(BIN)/python -m pytest -m "not cluster and not model" $(PYTEST_ARGS)
 
 install: $(STAMP)
 

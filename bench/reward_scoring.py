@@ -39,11 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from magpie_ray.assets import build_reward_stand_in  # noqa: E402
-from magpie_ray.steps.reward import (  # noqa: E402
-    RewardScorer,
-    VLLMRewardScorer,
-    conversation_messages,
-)
+from magpie_ray.conversations import to_messages  # noqa: E402
+from magpie_ray.steps.tag.reward import RewardScorer, VLLMRewardScorer  # noqa: E402
 
 CACHE = Path(os.environ.get("MAGPIE_RAY_CACHE", Path.home() / ".cache" / "magpie-ray"))
 WORDS = (
@@ -72,7 +69,7 @@ def run_conversations(run_dir: Path, n: int) -> list[list[dict[str, str]]]:
         rows.extend(pq.read_table(path, columns=["conversations"]).to_pylist())
     if not rows:
         raise SystemExit(f"no generated rows under {run_dir}")
-    return [conversation_messages(rows[i % len(rows)]["conversations"]) for i in range(n)]
+    return [to_messages(rows[i % len(rows)]["conversations"]) for i in range(n)]
 
 
 def model_path(name: str, tokenizer: Path) -> Path:

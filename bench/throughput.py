@@ -48,10 +48,11 @@ from magpie_ray.config import (  # noqa: E402
     ModelConfig,
     ResponseSampling,
 )
-from magpie_ray.engines import chat_prompt_ids, encode, load_tokenizer  # noqa: E402
+from magpie_ray.engines.tokens import chat_prompt_ids, encode, load_tokenizer  # noqa: E402
 from magpie_ray.engines.vllm_engine import llm_kwargs, sampling_params  # noqa: E402
-from magpie_ray.steps import generate  # noqa: E402
-from magpie_ray.steps.seeds import make_seed_rows  # noqa: E402
+from magpie_ray.steps.generate import sampling  # noqa: E402
+from magpie_ray.steps.generate import step as generate  # noqa: E402
+from magpie_ray.steps.generate.seeds import make_seed_rows  # noqa: E402
 from magpie_ray.storage import RunStore  # noqa: E402
 
 CACHE = Path(os.environ.get("MAGPIE_RAY_CACHE", Path.home() / ".cache" / "magpie-ray"))
@@ -105,7 +106,7 @@ def workload(name: str, pairs: int, seed: int, vocab: int | None) -> tuple[Confi
 
 
 def _instruction_specs(cfg, rows, family, tokenizer):
-    return generate.instruction_specs(
+    return sampling.instruction_specs(
         rows, family, templates.stop_token_ids_for(family, tokenizer), cfg.generate
     )
 
@@ -113,7 +114,7 @@ def _instruction_specs(cfg, rows, family, tokenizer):
 def _response_specs(cfg, rows, family, tokenizer, prompts):
     stops = templates.stop_token_ids_for(family, tokenizer)
     return [
-        generate.response_spec(row, len(ids), family, stops, cfg.generate, cfg.model.max_model_len)
+        sampling.response_spec(row, len(ids), family, stops, cfg.generate, cfg.model.max_model_len)
         for row, ids in zip(rows, prompts, strict=True)
     ]
 

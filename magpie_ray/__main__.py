@@ -13,7 +13,9 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .config import Config, ConfigError, advice, is_uri, register
+from .config import Config, ConfigError, register
+from .paths import is_uri, resolve_paths
+from .validation import advice
 
 # Set by Ray's job supervisor for an entrypoint started with `ray job submit`.
 _RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
@@ -41,10 +43,8 @@ def main(dcfg: DictConfig) -> None:
     from .report import format_global_steps, format_summary
 
     try:
-        cfg: Config = OmegaConf.to_object(dcfg)
+        cfg: Config = resolve_paths(OmegaConf.to_object(dcfg))
         _resolve_output_dir(cfg)
-        if cfg.model.path.startswith("~"):
-            cfg.model.path = os.path.expanduser(cfg.model.path)
         for note in advice(cfg):
             print(f"magpie_ray: note: {note}", file=sys.stderr)
         result = pipeline.run(cfg, config_yaml=OmegaConf.to_yaml(OmegaConf.structured(cfg)))

@@ -14,8 +14,8 @@ Reads every `selected/` part. Writes, each atomically, under `<run>/exports/`:
 
 Rows are ordered by `index` then `uuid`, so the files do not depend on part order. JSON keeps
 non-ASCII text as is. Nothing is dropped except rows without a preference pair from dpo.jsonl
-(counted as `rows_without_pair`). Resume: `exports/_manifest.json` names the selected parts and
-export config the files were made from; a rerun with both unchanged does nothing.
+(counted as `rows_without_pair`). Pure apart from writing through a `RunStore`; the step that
+runs it on a run is `steps/export.py`. A new format is one entry in `FORMATS`.
 """
 
 from __future__ import annotations
@@ -23,24 +23,18 @@ from __future__ import annotations
 import json
 import posixpath
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .config import ConfigError, ExportConfig
+from .config import ExportConfig
+from .conversations import row_turns, to_messages
 from .storage import RunStore
 
 EXPORT_DIR = "exports"
-INPUT_STEP = "select"
-FILES = {
-    "sharegpt": "sharegpt.jsonl",
-    "messages": "messages.jsonl",
-    "dpo": "dpo.jsonl",
-    "parquet": "data.parquet",
-}
 JSONL_COLUMNS = ("uuid", "instruction", "response", "conversations", "chosen", "rejected")
-ROLE_OF = {"human": "user", "gpt": "assistant", "system": "system"}
 
 
 @dataclass(frozen=True)
@@ -52,23 +46,12 @@ class ExportStats:
     skipped: bool = False
 
 
-def _turns(row: dict) -> list[dict]:
-    """The row's conversation as from/value turns (`conversations`, else instruction/response)."""
-    if row.get("conversations"):
-        return [{"from": t["from"], "value": t["value"]} for t in row["conversations"]]
-    return [
-        {"from": "human", "value": row["instruction"]},
-        {"from": "gpt", "value": row["response"]},
-    ]
-
-
 def sharegpt_record(row: dict) -> dict:
-    return {"uuid": row["uuid"], "conversations": _turns(row)}
+    return {"uuid": row["uuid"], "conversations": row_turns(row)}
 
 
 def messages_record(row: dict) -> dict:
-    messages = [{"role": ROLE_OF[t["from"]], "content": t["value"]} for t in _turns(row)]
-    return {"uuid": row["uuid"], "messages": messages}
+    return {"uuid": row["uuid"], "messages": to_messages(row_turns(row))}
 
 
 def dpo_record(row: dict) -> dict | None:
@@ -89,6 +72,24 @@ def dpo_record(row: dict) -> dict | None:
     }
 
 
+@dataclass(frozen=True)
+class Format:
+    """An export file: JSON lines of one record per row (None: the row is left out), or, with
+    `record` None, the selected table itself as Parquet."""
+
+    file: str
+    record: Callable[[dict], dict | None] | None = None
+
+
+FORMATS = {
+    "sharegpt": Format("sharegpt.jsonl", sharegpt_record),
+    "messages": Format("messages.jsonl", messages_record),
+    "dpo": Format("dpo.jsonl", dpo_record),
+    "parquet": Format("data.parquet"),
+}
+FILES = {name: fmt.file for name, fmt in FORMATS.items()}
+
+
 def ordered(table: pa.Table) -> pa.Table:
     keys = [(k, "ascending") for k in ("index", "uuid") if k in table.column_names]
     return table.sort_by(keys) if keys else table
@@ -103,6 +104,13 @@ def _write_jsonl(store: RunStore, path: str, records: list[dict]) -> None:
     store.write_atomic(path, write)
 
 
+def _write_parquet(store: RunStore, path: str, table: pa.Table, cfg: ExportConfig) -> int:
+    if not cfg.include_embedding and "embedding" in table.column_names:
+        table = table.drop_columns(["embedding"])
+    store.write_atomic(path, lambda tmp: pq.write_table(table, tmp, filesystem=store.fs))
+    return table.num_rows
+
+
 def write_exports(store: RunStore, table: pa.Table, cfg: ExportConfig) -> ExportStats:
     """Write the configured files for `table` (the selected rows) under exports/."""
     started = time.perf_counter()
@@ -110,51 +118,23 @@ def write_exports(store: RunStore, table: pa.Table, cfg: ExportConfig) -> Export
     out = posixpath.join(store.root, EXPORT_DIR)
     files: dict[str, int] = {}
     jsonl_columns = [c for c in JSONL_COLUMNS if c in table.column_names]
-    rows = table.select(jsonl_columns).to_pylist() if set(cfg.formats) - {"parquet"} else []
+    needs_rows = any(FORMATS[f].record is not None for f in cfg.formats)
+    rows = table.select(jsonl_columns).to_pylist() if needs_rows else []
     without_pair = 0
-    for fmt in cfg.formats:
-        path = posixpath.join(out, FILES[fmt])
-        if fmt == "parquet":
-            full = table
-            if not cfg.include_embedding and "embedding" in table.column_names:
-                full = table.drop_columns(["embedding"])
-            store.write_atomic(
-                path, lambda tmp, t=full: pq.write_table(t, tmp, filesystem=store.fs)
-            )
-            files[FILES[fmt]] = full.num_rows
+    for name in cfg.formats:
+        fmt = FORMATS[name]
+        path = posixpath.join(out, fmt.file)
+        if fmt.record is None:
+            files[fmt.file] = _write_parquet(store, path, table, cfg)
             continue
-        if fmt == "sharegpt":
-            records = [sharegpt_record(r) for r in rows]
-        elif fmt == "messages":
-            records = [messages_record(r) for r in rows]
-        else:
-            pairs = [dpo_record(r) for r in rows]
-            records = [p for p in pairs if p is not None]
-            without_pair = len(pairs) - len(records)
+        records = [r for r in map(fmt.record, rows) if r is not None]
+        if name == "dpo":
+            without_pair = len(rows) - len(records)
         _write_jsonl(store, path, records)
-        files[FILES[fmt]] = len(records)
+        files[fmt.file] = len(records)
     return ExportStats(
         rows=table.num_rows,
         files=files,
         rows_without_pair=without_pair,
         seconds=round(time.perf_counter() - started, 3),
     )
-
-
-def run_step(cfg, store: RunStore) -> ExportStats:
-    """Export the selected rows, unless exports/ was already made from them with this config."""
-    source, target = store.kept_dir(INPUT_STEP), posixpath.join(store.root, EXPORT_DIR)
-    if store.read_manifest(source) is None:
-        raise ConfigError(f"no finished selection in {source}: run the select step first")
-    fingerprint = {"inputs": store.fingerprint(source), "config": asdict(cfg.export)}
-    finished = store.finished_stats(target, fingerprint)
-    if finished is not None:
-        return ExportStats(**finished, skipped=True)
-    store.clear_manifest(target)
-    table = store.read_parts(source)
-    if table is None:  # the filter kept nothing: empty files, with the full schema in Parquet
-        table = store.read_parts(store.kept_dir("dedup")).slice(0, 0)
-    stats = write_exports(store, table, cfg.export)
-    stats_fields = {k: v for k, v in asdict(stats).items() if k != "skipped"}
-    store.write_manifest(target, {"made_from": fingerprint, "stats": stats_fields})
-    return stats

@@ -17,16 +17,24 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
-from . import export, templates
-from .config import Config, ConfigError, model_source, resolve_model_path, validate_static
+from . import templates
+from .config import Config, ConfigError
+from .export import ExportStats
+from .paths import model_source, resolve_paths
 from .report import RunSummary, invocation_lines, summarize
 from .run_report import write_report
-from .steps import dedup, generate, select, tag
+from .steps import dedup, export, select
+from .steps.generate import rows as generate_rows
+from .steps.generate import step as generate
+from .steps.tag import step as tag
+from .steps.tag.registry import enabled_model_taggers
 from .storage import RunStore
+from .validation import validate_static
 
 
 def preflight(cfg: Config) -> None:
-    """Every check that needs no model weights and no cluster; raises ConfigError."""
+    """Every check that needs no model weights and no cluster; raises ConfigError. `cfg`'s
+    model paths must be resolved (`paths.resolve_paths`)."""
     validate_static(cfg)
     if "generate" in cfg.steps:
         check_generator(cfg)
@@ -37,7 +45,7 @@ def preflight(cfg: Config) -> None:
 def check_generator(cfg: Config) -> None:
     """The generator's family, engine and tokenizer (the generate step's model only)."""
     try:
-        family = generate.resolve_family(
+        family = generate_rows.resolve_family(
             templates.load_family(cfg.model.family, cfg.template_dirs), cfg.generate
         )
     except templates.TemplateError as err:
@@ -45,9 +53,9 @@ def check_generator(cfg: Config) -> None:
     if cfg.engine.kind == "vllm" and importlib.util.find_spec("vllm") is None:
         raise ConfigError("engine=vllm but vllm is not installed here: install it or use engine=hf")
     if model_source(cfg.model.path) == "local":
-        from .engines import load_tokenizer
+        from .engines.tokens import load_tokenizer
 
-        tokenizer = load_tokenizer(str(cfg.model.path), cfg.model.trust_remote_code)
+        tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
         try:
             templates.fit_chat_template(family, tokenizer)
             templates.validate_against_tokenizer(family, tokenizer)
@@ -59,22 +67,18 @@ def check_generator(cfg: Config) -> None:
 
 def check_tagger_tokenizers(cfg: Config) -> None:
     """Tagging models that render chats need a chat template: checked on their tokenizers."""
-    from .engines import load_tokenizer
+    from .engines.tokens import load_tokenizer
 
-    needs_template = []
-    if cfg.reward.enabled:
-        needs_template.append(("reward", cfg.reward.path, cfg.reward.trust_remote_code))
-    for key, lm in (("guard", cfg.guard), ("judge", cfg.judge)):
-        if lm.enabled:
-            needs_template.append((key, lm.path, lm.trust_remote_code))
-    for key, path, trust in needs_template:
-        if model_source(path) != "local":
+    for tagger in enabled_model_taggers(cfg):
+        model = getattr(cfg, tagger.name)
+        if not tagger.needs_chat_template or model_source(model.path) != "local":
             continue
-        tokenizer = load_tokenizer(resolve_model_path(path), trust)
+        tokenizer = load_tokenizer(model.path, model.trust_remote_code)
         if not tokenizer.chat_template:
             raise ConfigError(
-                f"{key}.path={path}: its tokenizer has no chat template, which the {key} pool "
-                "renders conversations with; pick a chat model or add a chat_template"
+                f"{tagger.name}.path={model.path}: its tokenizer has no chat template, which the"
+                f" {tagger.name} pool renders conversations with; pick a chat model or add a"
+                " chat_template"
             )
 
 
@@ -101,7 +105,7 @@ def check_resources(cfg: Config, available: dict) -> None:
             "cluster.actor_resources",
         )
     if "tag" in cfg.steps:
-        pools = [(model.name, model.pool) for model in tag.model_pools(cfg)]
+        pools = [(t.name, getattr(cfg, t.name).pool) for t in enabled_model_taggers(cfg)]
         need = {
             "CPU": sum(p.num_actors * p.cpus_per_actor for _, p in pools) + cfg.tag.task_cpus,
             "GPU": sum(p.num_actors * p.gpus_per_actor for _, p in pools),
@@ -128,7 +132,7 @@ class RunResult:
     report_path: str | None = None
     dedup: dedup.DedupStats | None = None
     select: select.SelectStats | None = None
-    export: export.ExportStats | None = None
+    export: ExportStats | None = None
     # Why the run stopped with rows missing (None: every step finished every row); the CLI
     # then exits non-zero.
     incomplete: str | None = None
@@ -153,6 +157,8 @@ def incomplete_reason(gen_stats, tag_stats) -> str | None:
 
 
 def run(cfg: Config, config_yaml: str = "") -> RunResult:
+    """Preflight, then every step of `cfg.steps` in order; model paths are resolved here."""
+    cfg = resolve_paths(cfg)
     preflight(cfg)
     store = RunStore(cfg.run_uri)
     if config_yaml:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from .steps.tag.registry import LABEL_COLUMNS, MODEL_COLUMNS
 from .storage import RunStore
 
 
@@ -34,15 +35,6 @@ class TagSummary:
     preference_pairs: dict[str, int] = field(default_factory=dict)
 
 
-_LABEL_COLUMNS = ("safety", "difficulty", "input_quality", "task_category", "language")
-_MODEL_COLUMNS = {
-    "reward": "reward_model",
-    "guard": "safety_model",
-    "judge": "task_category_generator",
-    "embedder": "embedding_model",
-}
-
-
 def label_counts(table, column: str) -> dict[str, int]:
     """Rows per value of a tag column, a null counted as "null"."""
     return dict(Counter("null" if v is None else v for v in table.column(column).to_pylist()))
@@ -69,8 +61,8 @@ def preference_pair_counts(table) -> dict[str, int]:
 
 def summarize_tags(store: RunStore) -> TagSummary | None:
     columns = [
-        *_LABEL_COLUMNS,
-        *_MODEL_COLUMNS.values(),
+        *LABEL_COLUMNS,
+        *MODEL_COLUMNS.values(),
         "instruct_reward",
         "tag_errors",
         "rewards",
@@ -81,14 +73,14 @@ def summarize_tags(store: RunStore) -> TagSummary | None:
         return None
     rewards = [r for r in table.column("instruct_reward").to_pylist() if r is not None]
     models = {}
-    for tag, column in _MODEL_COLUMNS.items():
+    for tag, column in MODEL_COLUMNS.items():
         names = {v for v in table.column(column).to_pylist() if v is not None}
         if names:
             models[tag] = ", ".join(sorted(names))
     return TagSummary(
         rows=table.num_rows,
         output_path=store.kept_dir("tag"),
-        labels={c: label_counts(table, c) for c in _LABEL_COLUMNS},
+        labels={c: label_counts(table, c) for c in LABEL_COLUMNS},
         null_reasons=null_tag_reasons(table),
         mean_reward=sum(rewards) / len(rewards) if rewards else None,
         models=models,

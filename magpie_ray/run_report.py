@@ -19,18 +19,12 @@ from dataclasses import dataclass, field
 
 import pyarrow.fs as pafs
 
+from .labels import LABEL_ORDERS
 from .report import label_counts, null_tag_reasons, preference_pair_counts
-from .steps import judge
 from .storage import RunStore
 
 REPORT_NAME = "report.html"
 MAP_SAMPLE = 2000  # t-SNE is quadratic-ish: a seeded sample keeps the map to seconds
-_ORDERS = {
-    "difficulty": judge.DIFFICULTY_LABELS,
-    "input_quality": judge.QUALITY_LABELS,
-    "task_category": judge.TASK_CATEGORIES,
-    "safety": ("safe", "unsafe"),
-}
 
 
 @dataclass
@@ -45,6 +39,7 @@ class ReportData:
     min_neighbor_distances: list[float] = field(default_factory=list)
     embeddings: list[list[float]] = field(default_factory=list)
     embedding_labels: list[str] = field(default_factory=list)
+    dedup_threshold: float | None = None  # the dedup step's, from its manifest
 
 
 def _dirs(store: RunStore, parent: str) -> list[str]:
@@ -88,12 +83,12 @@ def collect(store: RunStore, seed: int = 0) -> ReportData:
 
     # The most processed tagged rows: deduped/ carries the tags plus the dedup columns.
     tag_dir = store.kept_dir("dedup") if data.kept.get("deduped") else store.kept_dir("tag")
-    wanted = [*_ORDERS, "language", "instruct_reward", "tag_errors", "embedding"]
+    wanted = [*LABEL_ORDERS, "language", "instruct_reward", "tag_errors", "embedding"]
     wanted += ["rewards", "preference_pair_reason"]
     tags = _read(store, tag_dir, [*wanted, "min_neighbor_distance"])
     if tags is None:
         return data
-    for column in (*_ORDERS, "language"):
+    for column in (*LABEL_ORDERS, "language"):
         if column in tags.column_names:
             data.labels[column] = label_counts(tags, column)
     if "tag_errors" in tags.column_names:
@@ -105,6 +100,8 @@ def collect(store: RunStore, seed: int = 0) -> ReportData:
     if "min_neighbor_distance" in tags.column_names:
         distances = tags.column("min_neighbor_distance").to_pylist()
         data.min_neighbor_distances = [v for v in distances if v is not None]
+        manifest = store.read_manifest(store.kept_dir("dedup")) or {}
+        data.dedup_threshold = manifest.get("made_from", {}).get("config", {}).get("threshold")
     if "embedding" in tags.column_names:
         import random
 
@@ -213,7 +210,7 @@ def render(data: ReportData, title: str, invocation: list[str], seed: int = 0) -
             "<h2>Preference rows</h2>" + _table(("pair or why none", "rows"), data.preference_pairs)
         )
     plots = [
-        _bar(column, counts, _ORDERS.get(column, ())) for column, counts in data.labels.items()
+        _bar(column, counts, LABEL_ORDERS.get(column, ())) for column, counts in data.labels.items()
     ]
     if data.rewards:
         plots.append(_histogram("instruct_reward", data.rewards, "reward"))
@@ -223,7 +220,7 @@ def render(data: ReportData, title: str, invocation: list[str], seed: int = 0) -
                 "min_neighbor_distance",
                 data.min_neighbor_distances,
                 "squared L2 to the nearest other instruction",
-                threshold=0.05,
+                threshold=data.dedup_threshold,
             )
         )
     if len(data.embeddings) >= 5:

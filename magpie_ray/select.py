@@ -28,11 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .config import Condition, ConfigError, FilterConfig
+from .labels import ORDINAL_LABELS
 
-ORDINAL_LABELS = {
-    "input_quality": ("very poor", "poor", "average", "good", "excellent"),
-    "difficulty": ("very easy", "easy", "medium", "hard", "very hard"),
-}
 COMPARISONS = {
     ">": pc.greater,
     ">=": pc.greater_equal,

@@ -18,10 +18,13 @@ and config does nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import posixpath
 import uuid as uuidlib
+from collections.abc import Callable
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -37,6 +40,8 @@ DROPPED_SCHEMA = pa.schema(
     ]
 )
 
+
+S = TypeVar("S")
 
 # Where each step's kept rows live (the released-dataset-like names a user browses).
 KEPT_DIRS = {"generate": "generated", "tag": "tagged", "dedup": "deduped", "select": "selected"}
@@ -174,6 +179,22 @@ class RunStore:
         path = posixpath.join(directory, MANIFEST)
         if self.fs.get_file_info(path).type != pafs.FileType.NotFound:
             self.fs.delete_file(path)
+
+    def once(
+        self, directory: str, made_from: dict, stats_type: type[S], make: Callable[[], S]
+    ) -> S:
+        """A global step's output in `directory`: `make()` (which writes it and returns its
+        stats dataclass, with a `skipped` field), unless the folder's manifest says it was made
+        from exactly `made_from`; then the recorded stats, `skipped=True`. The manifest is
+        removed before `make()` and written after it, so a crash midway never looks done."""
+        finished = self.finished_stats(directory, made_from)
+        if finished is not None:
+            return stats_type(**finished, skipped=True)
+        self.clear_manifest(directory)
+        stats = make()
+        recorded = {k: v for k, v in dataclasses.asdict(stats).items() if k != "skipped"}
+        self.write_manifest(directory, {"made_from": made_from, "stats": recorded})
+        return stats
 
     def remove_parts(self, directory: str, keep: set[str]) -> list[str]:
         """Delete part files whose name is not in `keep` (outputs of inputs that are gone)."""

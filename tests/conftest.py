@@ -85,11 +85,17 @@ def local_ray():
 
 
 def pytest_collection_modifyitems(config, items):
+    """Lanes: `cluster` for tests that start Ray (tests/e2e, or the `local_ray` fixture),
+    `model` for tests that load model weights into an engine (tests/steps); the rest is the
+    fast lane (`make test-fast`). GPU tests skip themselves without CUDA."""
     import torch
 
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    skip_gpu = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        path = Path(str(item.fspath)).relative_to(REPO).as_posix()
+        if path.startswith("tests/e2e/") or "local_ray" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cluster)
+        if path.startswith("tests/steps/"):
+            item.add_marker(pytest.mark.model)
+        if skip_gpu is not None and "gpu" in item.keywords:
+            item.add_marker(skip_gpu)

@@ -21,7 +21,8 @@ from magpie_ray.config import (
     ResponseSampling,
     RewardConfig,
 )
-from magpie_ray.steps.generate import GENERATED_SCHEMA
+from magpie_ray.paths import resolve_paths
+from magpie_ray.steps.generate.rows import GENERATED_SCHEMA
 from magpie_ray.storage import RunStore
 
 
@@ -121,7 +122,7 @@ def tag_config(tmp_path, tiny_model_path, tiny_reward_path, *, guard_engine: str
     )
     cfg.tag.part_rows = 4
     cfg.tag.task_cpus = 0.25
-    return cfg
+    return resolve_paths(cfg)  # the embedder's pkg: path; pipeline.run does it for a whole run
 
 
 def read_parts(directory: Path) -> list[dict]:

@@ -1,222 +1,26 @@
 """Engines: one small interface over vLLM (production) and HF transformers (fallback).
 
-An engine takes a prompt as token ids (the caller renders and encodes it, always with
-`add_special_tokens=False`, so a template's BOS is never doubled) and a `SamplingSpec`, and
-`submit` returns a Future of its `Completion`. Any number of threads may submit at once: one
-background thread per engine owns the model and keeps it fed (vLLM: continuous batching over
-every request in flight; HF: micro-batches of waiting requests), so a caller that submits a
-response the moment its instruction is done never waits for other rows' long answers. Stop
-strings and stop token ids are excluded from `text`; `finish_reason` is "stop" or "length".
-A spec with `n` > 1 samples n continuations of one prompt (sample j seeded with seed + j, as
-vLLM does); the Completion then describes sample 0 and `samples` holds all n.
-`banned_token_ids` may not be sampled at all (engines apply them to every step of the request;
-callers that want a first-token-only ban ask for one token, then continue without the ban).
-`import vllm` happens only in `vllm_engine`, so this package imports without vLLM.
+`base.py` holds the interface (`SamplingSpec`, `Completion`, `Engine`, `EngineSettings`) and the
+background thread both engines share; `tokens.py` the tokenizer helpers; `load_engine` picks the
+implementation. `import vllm` happens only in `vllm_engine`, so this package imports without
+vLLM. Engines know nothing of templates, rows or steps.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
-import time
-from collections.abc import Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass
-from typing import Any, Protocol
+from .base import Engine, EngineSettings
 
-
-@dataclass(frozen=True)
-class SamplingSpec:
-    temperature: float
-    max_tokens: int
-    top_p: float = 1.0
-    min_p: float = 0.0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    stop_token_ids: tuple[int, ...] = ()
-    ignore_eos: bool = False  # benchmarks only: exact lengths, stops ignored
-    # Constrained decoding: ("json", schema as JSON text) or ("regex", pattern). vLLM enforces
-    # it; the HF engine samples unconstrained, so callers must still parse defensively.
-    structured: tuple[str, str] | None = None
-    n: int = 1
-    banned_token_ids: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class Completion:
-    text: str
-    num_prompt_tokens: int
-    num_output_tokens: int
-    finish_reason: str  # "stop" | "length"
-    token_ids: tuple[int, ...] = ()  # generated ids (stop ids and text past a stop included)
-    samples: tuple[Completion, ...] = ()  # all n samples when the spec asked for n > 1
-
-
-class Engine(Protocol):
-    tokenizer: Any
-
-    def submit(self, prompt: list[int], spec: SamplingSpec) -> Future: ...
-
-    def generate(
-        self, prompts: Sequence[list[int]], specs: Sequence[SamplingSpec]
-    ) -> list[Completion]: ...
-
-    def close(self) -> None: ...
-
-
-class BackgroundEngine:
-    """Shared shell of both engines: a request queue served by one thread that owns the model.
-
-    Subclasses implement `_serve(new_requests) -> bool`: take the newly queued
-    (prompt, spec, future) triples, advance the model, resolve finished futures, and say whether
-    work is still in flight (then the loop calls again at once instead of blocking on the queue).
-    """
-
-    def __init__(self) -> None:
-        # Seconds the model thread spent advancing the model (not waiting for requests): the
-        # engine's busy time, which the generate step reports against its wall time.
-        self.busy_seconds = 0.0
-        self.steps = 0  # model advances (vLLM: engine steps); tokens / steps = mean batch
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._failed: BaseException | None = None
-        self._stopped = False
-        self._thread = threading.Thread(target=self._loop, name=type(self).__name__, daemon=True)
-        self._thread.start()
-
-    def submit(self, prompt: list[int], spec: SamplingSpec) -> Future:
-        future: Future = Future()
-        if self._failed is not None:
-            future.set_exception(RuntimeError(f"engine thread died: {self._failed!r}"))
-        else:
-            self._queue.put((list(prompt), spec, future))
-        return future
-
-    def generate(
-        self, prompts: Sequence[list[int]], specs: Sequence[SamplingSpec]
-    ) -> list[Completion]:
-        futures = [self.submit(p, s) for p, s in zip(prompts, specs, strict=True)]
-        return [f.result() for f in futures]
-
-    def close(self) -> None:
-        self._stopped = True
-        self._queue.put(None)
-        self._thread.join(timeout=30)
-
-    def _serve(self, new_requests: list) -> bool:
-        raise NotImplementedError
-
-    def _loop(self) -> None:
-        busy = False
-        # Every future handed to _serve, for failing them if the engine dies; done ones are
-        # pruned when the list has doubled, not every step (a step must not cost O(in flight)).
-        in_flight: list[Future] = []
-        prune_at = 1024
-        try:
-            while not self._stopped:
-                new = [] if busy else [self._queue.get()]
-                while True:
-                    try:
-                        new.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
-                new = [item for item in new if item is not None]
-                in_flight += [f for *_, f in new]
-                if len(in_flight) >= prune_at:
-                    in_flight = [f for f in in_flight if not f.done()]
-                    prune_at = max(1024, 2 * len(in_flight))
-                started = time.perf_counter()
-                busy = self._serve(new)
-                self.busy_seconds += time.perf_counter() - started
-                self.steps += 1
-        except BaseException as err:  # every waiting caller gets the error, not a hang
-            self._failed = err
-            for future in in_flight:
-                if not future.done():
-                    future.set_exception(err)
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not None:
-                    item[2].set_exception(err)
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    """What an engine needs to load a model; built from ModelConfig + EngineConfig."""
-
-    kind: str
-    model_path: str
-    dtype: str = "auto"
-    max_model_len: int = 4096
-    tensor_parallel_size: int = 1
-    trust_remote_code: bool = False
-    gpu_memory_utilization: float = 0.9
-    kv_cache_gib: float | None = None
-    enforce_eager: bool = False
-    max_num_seqs: int = 256
-    hf_batch_size: int = 16
-    seed: int = 0
-
-
-def load_tokenizer(model_path: str, trust_remote_code: bool = False):
-    """The generator's tokenizer alone (seconds), for template checks before the model loads."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-
-
-# Rust tokenizers raise "Already borrowed" when two threads use one at once.
-_TOKENIZER_LOCK = threading.Lock()
-
-
-def encode(tokenizer, text: str) -> list[int]:
-    """Token ids of an already-rendered prompt: the template carries its own special tokens."""
-    with _TOKENIZER_LOCK:
-        return list(tokenizer.encode(text, add_special_tokens=False))
-
-
-def encode_document(tokenizer, text: str) -> list[int]:
-    """Token ids of plain text for a base model: the tokenizer adds its own BOS, if any."""
-    with _TOKENIZER_LOCK:
-        return list(tokenizer.encode(text, add_special_tokens=True))
-
-
-def decode(tokenizer, ids: Sequence[int]) -> str:
-    with _TOKENIZER_LOCK:
-        return tokenizer.decode(list(ids), skip_special_tokens=True)
-
-
-def follow_up_prompt_ids(tokenizer, history: list[dict[str, str]], system: str | None) -> list[int]:
-    """Token ids that make the model write the next user turn after `history` (see templates)."""
-    from ..templates import render_follow_up_prompt
-
-    with _TOKENIZER_LOCK:
-        text = render_follow_up_prompt(tokenizer, history, system)
-    return encode(tokenizer, text)
-
-
-def chat_prompt_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:
-    """Token ids of `messages` rendered by the tokenizer's chat template, ready for a reply."""
-    with _TOKENIZER_LOCK:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return encode(tokenizer, text)
-
-
-def resolve_dtype(dtype: str, on_gpu: bool) -> str:
-    if dtype != "auto":
-        return dtype
-    return "bfloat16" if on_gpu else "float32"
+ENGINES = {
+    "vllm": ("vllm_engine", "VLLMEngine"),
+    "hf": ("hf_engine", "HFEngine"),
+}
 
 
 def load_engine(settings: EngineSettings) -> Engine:
-    if settings.kind == "vllm":
-        from .vllm_engine import VLLMEngine
+    """The engine `settings.kind` names, with its model loaded (imported only when used)."""
+    import importlib
 
-        return VLLMEngine(settings)
-    if settings.kind == "hf":
-        from .hf_engine import HFEngine
-
-        return HFEngine(settings)
-    raise ValueError(f"unknown engine kind {settings.kind!r}; valid: vllm, hf")
+    if settings.kind not in ENGINES:
+        raise ValueError(f"unknown engine kind {settings.kind!r}; valid: {list(ENGINES)}")
+    module, name = ENGINES[settings.kind]
+    return getattr(importlib.import_module(f".{module}", __name__), name)(settings)

@@ -13,7 +13,7 @@ import functools
 from collections.abc import Sequence
 from concurrent.futures import Future
 
-from . import BackgroundEngine, Completion, EngineSettings, SamplingSpec, resolve_dtype
+from .base import BackgroundEngine, Completion, EngineSettings, SamplingSpec, resolve_dtype
 
 
 class HFEngine(BackgroundEngine):
@@ -21,7 +21,7 @@ class HFEngine(BackgroundEngine):
         import torch
         from transformers import AutoModelForCausalLM
 
-        from . import load_tokenizer
+        from .tokens import load_tokenizer
 
         self._torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -10,14 +10,8 @@ import dataclasses
 import itertools
 import json
 
-from . import (
-    BackgroundEngine,
-    Completion,
-    EngineSettings,
-    SamplingSpec,
-    load_tokenizer,
-    resolve_dtype,
-)
+from .base import BackgroundEngine, Completion, EngineSettings, SamplingSpec, resolve_dtype
+from .tokens import load_tokenizer
 
 _GIB = 1 << 30
 

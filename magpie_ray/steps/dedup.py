@@ -100,20 +100,20 @@ def _dedup_columns(n: int, has_embedding: np.ndarray, result) -> list[pa.Array]:
 
 def dedup_run(run_uri: str, cfg: DedupConfig) -> DedupStats:
     """Read every tagged part, search, write every deduped part; or nothing if already done."""
-    from ..dedup import find_near_duplicates  # faiss loads only where the step runs
-
     store = RunStore(run_uri)
     source, target = store.kept_dir(INPUT_STEP), store.kept_dir(STEP)
     parts = store.part_files(source)
     if not parts:
         raise ConfigError(f"no tagged parts in {source}: run the tag step first (steps=[tag,...])")
     fingerprint = {"inputs": store.fingerprint(source), "config": asdict(cfg)}
-    finished = store.finished_stats(target, fingerprint)
-    if finished is not None:
-        return DedupStats(**finished, skipped=True)
+    return store.once(target, fingerprint, DedupStats, lambda: _dedup(store, parts, cfg))
+
+
+def _dedup(store: RunStore, parts: list[str], cfg: DedupConfig) -> DedupStats:
+    from ..dedup import find_near_duplicates  # faiss loads only where the step runs
 
     started = time.perf_counter()
-    store.clear_manifest(target)
+    target = store.kept_dir(STEP)
     keys = [
         pq.read_table(p, columns=["uuid", cfg.embedding_column], filesystem=store.fs) for p in parts
     ]
@@ -137,7 +137,7 @@ def dedup_run(run_uri: str, cfg: DedupConfig) -> DedupStats:
         offset += part.num_rows
         store.write_part(target, posixpath.basename(path), part)
     store.remove_parts(target, {posixpath.basename(p) for p in parts})
-    stats = DedupStats(
+    return DedupStats(
         rows=len(uuids),
         rows_without_embedding=int((~has_embedding).sum()),
         duplicate_clusters=result.num_clusters,
@@ -145,9 +145,6 @@ def dedup_run(run_uri: str, cfg: DedupConfig) -> DedupStats:
         search=result.plan.describe(),
         seconds=round(time.perf_counter() - started, 3),
     )
-    stats_fields = {k: v for k, v in asdict(stats).items() if k != "skipped"}
-    store.write_manifest(target, {"made_from": fingerprint, "stats": stats_fields})
-    return stats
 
 
 def run_step(cfg, store: RunStore) -> DedupStats:

@@ -50,17 +50,16 @@ def _columns_present(store: RunStore, parts: list[str]) -> set[str]:
 
 def select_run(store: RunStore, recipe: FilterConfig) -> SelectStats:
     source, target = store.kept_dir(INPUT_STEP), store.kept_dir(STEP)
-    dropped_dir = store.dropped_dir(STEP)
     parts = store.part_files(source)
     if not parts:
         raise ConfigError(f"no deduped parts in {source}: run the dedup step first")
     fingerprint = {"inputs": store.fingerprint(source), "recipe": asdict(recipe)}
-    finished = store.finished_stats(target, fingerprint)
-    if finished is not None:
-        return SelectStats(**finished, skipped=True)
+    return store.once(target, fingerprint, SelectStats, lambda: _select(store, parts, recipe))
 
+
+def _select(store: RunStore, parts: list[str], recipe: FilterConfig) -> SelectStats:
     started = time.perf_counter()
-    store.clear_manifest(target)
+    target, dropped_dir = store.kept_dir(STEP), store.dropped_dir(STEP)
     wanted = {c.column for c in recipe.conditions} | {recipe.length_column, *ALWAYS_READ}
     if recipe.balance_column:
         wanted.add(recipe.balance_column)
@@ -99,7 +98,7 @@ def select_run(store: RunStore, recipe: FilterConfig) -> SelectStats:
     # Parts an earlier recipe or input wrote and this selection did not.
     store.remove_parts(target, kept_written)
     store.remove_parts(dropped_dir, dropped_written)
-    stats = SelectStats(
+    return SelectStats(
         recipe=recipe.name,
         rows=len(selection.kept),
         kept=selection.num_kept,
@@ -107,9 +106,6 @@ def select_run(store: RunStore, recipe: FilterConfig) -> SelectStats:
         missing_columns=selection.missing_columns,
         seconds=round(time.perf_counter() - started, 3),
     )
-    stats_fields = {k: v for k, v in asdict(stats).items() if k != "skipped"}
-    store.write_manifest(target, {"made_from": fingerprint, "stats": stats_fields})
-    return stats
 
 
 def run_step(cfg, store: RunStore) -> SelectStats:

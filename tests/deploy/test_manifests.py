@@ -12,8 +12,8 @@ import copy
 import pytest
 import yaml
 
-from magpie_ray.config import validate_static
 from magpie_ray.pipeline import check_resources
+from magpie_ray.validation import validate_static
 from tests.deploy import manifests as m
 from tests.deploy.kustomize import KustomizeError, json_patch, render
 from tests.deploy.manifests import compose_entrypoint

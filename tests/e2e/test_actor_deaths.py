@@ -7,7 +7,7 @@ from __future__ import annotations
 from magpie_ray import pipeline
 from magpie_ray.config import ClusterConfig
 from magpie_ray.report import generate_line
-from magpie_ray.steps.seeds import row_uuid
+from magpie_ray.steps.generate.seeds import row_uuid
 from tests.actor_kills import BackgroundRun, kill_at, rows_on_disk
 from tests.helpers import read_parts, run_uuids, tiny_config
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from magpie_ray.steps.seeds import row_uuid
+from magpie_ray.steps.generate.seeds import row_uuid
 from tests.e2e.local_cluster import Cluster, start_head, submit, teardown, wait_for_job
 from tests.helpers import read_parts, run_uuids
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 
-from magpie_ray.steps.seeds import row_uuid
+from magpie_ray.steps.generate.seeds import row_uuid
 from tests.helpers import run_uuids
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from magpie_ray import pipeline
 from magpie_ray.assets import build_reward_stand_in
 from magpie_ray.config import register
 from magpie_ray.report import format_summary
-from magpie_ray.steps import judge
+from magpie_ray.steps.tag import judge
 from tests.conftest import CACHE
 from tests.helpers import read_parts
 

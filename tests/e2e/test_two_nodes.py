@@ -21,7 +21,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from magpie_ray.steps.seeds import row_uuid
+from magpie_ray.steps.generate.seeds import row_uuid
 from tests.actor_kills import rows_on_disk
 from tests.e2e.local_cluster import (
     Cluster,

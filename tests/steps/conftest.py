@@ -1,6 +1,7 @@
 import pytest
 
-from magpie_ray.engines import EngineSettings, load_engine
+from magpie_ray.engines import load_engine
+from magpie_ray.engines.base import EngineSettings
 
 
 @pytest.fixture(scope="session")

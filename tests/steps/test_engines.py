@@ -4,7 +4,8 @@ import dataclasses
 
 import pytest
 
-from magpie_ray.engines import SamplingSpec, chat_prompt_ids, encode
+from magpie_ray.engines.base import SamplingSpec
+from magpie_ray.engines.tokens import chat_prompt_ids, encode
 from magpie_ray.templates import load_family, render_pre_query, stop_token_ids_for
 from magpie_ray.testing import TOPICS
 

@@ -15,15 +15,15 @@ from magpie_ray.config import (
     PreferenceSampling,
     ResponseSampling,
 )
-from magpie_ray.engines import Completion
-from magpie_ray.steps.generate import (
-    GENERATED_SCHEMA,
+from magpie_ray.engines.base import Completion
+from magpie_ray.steps.generate.row_pool import generate_rows
+from magpie_ray.steps.generate.rows import GENERATED_SCHEMA
+from magpie_ray.steps.generate.sampling import (
     banned_first_token_ids,
-    generate_rows,
     instruction_specs,
     response_spec,
 )
-from magpie_ray.steps.seeds import make_seed_rows
+from magpie_ray.steps.generate.seeds import make_seed_rows
 from magpie_ray.templates import TemplateError, load_family
 from magpie_ray.testing import ASKS
 
@@ -213,8 +213,8 @@ def test_a_failed_follow_up_ends_the_conversation_but_keeps_the_row(engines):
 
 
 def test_base_model_answers_every_kept_row(engines):
-    from magpie_ray.engines import SamplingSpec
-    from magpie_ray.steps.base_answers import BaseAnswerer, load_examples
+    from magpie_ray.engines.base import SamplingSpec
+    from magpie_ray.steps.generate.base_answers import BaseAnswerer, load_examples
 
     # The tiny chat model on the HF engine stands in for a base model.
     base = BaseAnswerer(

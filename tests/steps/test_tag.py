@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from magpie_ray.engines import EngineSettings
-from magpie_ray.steps import judge, tag
-from magpie_ray.steps.generate import GENERATED_SCHEMA
-from magpie_ray.steps.reward import RewardScorer
-from magpie_ray.steps.safety import SafetyTagger
+from magpie_ray.config import GuardConfig, RewardConfig
+from magpie_ray.steps.generate.rows import GENERATED_SCHEMA
+from magpie_ray.steps.tag import judge
+from magpie_ray.steps.tag import step as tag
+from magpie_ray.steps.tag.reward import RewardScorer, load_scorer
+from magpie_ray.steps.tag.safety import SafetyTagger
 from magpie_ray.storage import RunStore
 from tests.actor_kills import BackgroundRun, kill_at, rows_on_disk
 from tests.helpers import (
@@ -91,10 +93,13 @@ def test_tag_step_fills_every_pool_survives_killed_taggers_and_resumes(
     assert by_index[0]["embedding"] == pytest.approx(by_index[6]["embedding"], abs=1e-5)
     assert by_index[0]["instruct_reward"] == pytest.approx(by_index[6]["instruct_reward"], abs=1e-4)
 
-    # a lost part is redone, nothing else
+    # a lost part is redone, nothing else (the bookkeeping is the same with or without the
+    # model pools, so they stay off: starting them again here would only cost a minute)
     parts = sorted(tagged_dir.glob("part-*.parquet"))
     lost = len(read_parts_of(parts[0]))
     parts[0].unlink()
+    for name in ("reward", "guard", "judge", "embedder"):
+        getattr(cfg, name).enabled = False
     again = tag.run_step(cfg, store)
     assert (again.rows_todo, again.rows_done_before, again.rows_tagged) == (
         lost,
@@ -171,8 +176,11 @@ def test_out_of_memory_splits_the_micro_batch_and_scores_every_row(tiny_reward_p
 
 def test_unconstrained_guard_output_is_parsed_or_null_with_reason(tiny_model_path):
     """HF cannot constrain decoding: a rambling guard gives null tags with reasons, no crash."""
-    settings = EngineSettings(kind="hf", model_path=str(tiny_model_path), max_model_len=512)
-    tagger = SafetyTagger(settings, "tiny", use_chat_template=False, constrain=False)
+    config = GuardConfig(
+        name="tiny", path=str(tiny_model_path), engine="hf", max_model_len=512,
+        use_chat_template=False, constrain_verdict=False,
+    )  # fmt: skip
+    tagger = SafetyTagger(config, seed=0)
     try:
         table = pa.Table.from_pylist(generated_rows(4), schema=GENERATED_SCHEMA)
         out = tagger(table).to_pylist()
@@ -188,16 +196,16 @@ def test_unconstrained_guard_output_is_parsed_or_null_with_reason(tiny_model_pat
 
 def test_vllm_pooling_reward_equals_transformers(tiny_reward_path):
     """reward.engine=vllm (pooling runner, raw logits) scores like the transformers model."""
-    from magpie_ray.steps.reward import load_scorer
-
     conversations = [
         [{"role": "user", "content": q}, {"role": "assistant", "content": "Fine. " * (i + 1)}]
         for i, q in enumerate(QUESTIONS)
     ]
-    args = dict(path=str(tiny_reward_path), max_length=256)
-    hf = load_scorer("hf", **args, micro_batch_size=4).score(conversations)
+    config = RewardConfig(path=str(tiny_reward_path), max_length=256, micro_batch_size=4)
+    hf = load_scorer(config).score(conversations)
     # a max_length past the model's 2,048 positions is fitted to them, not refused by vLLM
-    pooling = load_scorer("vllm", **(args | {"max_length": 100_000}), kv_cache_gib=0.125)
+    pooling = load_scorer(
+        dataclasses.replace(config, engine="vllm", max_length=100_000, kv_cache_gib=0.125)
+    )
     assert pooling.max_length == 2048
     vllm = pooling.score(conversations)
     assert vllm == pytest.approx(hf, abs=2e-3)

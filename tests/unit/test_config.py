@@ -10,9 +10,10 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from magpie_ray.config import Config, ConfigError, advice, register, validate_static
+from magpie_ray.config import Config, ConfigError, register
 from magpie_ray.pipeline import check_resources, preflight
 from magpie_ray.templates import BUILTIN_DIR as TEMPLATES
+from magpie_ray.validation import advice, validate_static
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 REPO = CONF.parent
@@ -74,14 +75,31 @@ def test_static_validation_names_each_problem(tmp_path):
         f"model.path={tmp_path}/nope",
         "generate.num_samples=0",
         "generate.instruction.top_p=1.5",
-        "engine.kind=tgi",
-        "steps=[generate,finetune]",
     )
+    # Configs built in Python skip OmegaConf's choice checks: validation repeats them.
+    cfg.engine.kind = "tgi"
+    cfg.steps = ["generate", "finetune"]
     with pytest.raises(ConfigError) as err:
         validate_static(cfg)
     message = str(err.value)
     for needle in ("does not exist", "make model", "num_samples", "top_p", "tgi", "finetune"):
         assert needle in message
+
+
+@pytest.mark.parametrize(
+    "override, valid",
+    [
+        ("engine.kind=tgi", "[vllm, hf]"),
+        ("steps=[generate,finetune]", "[generate, tag, dedup, select, export]"),
+        ("judge.tasks=[vibes]", "[difficulty, quality, classification]"),
+        ("export.formats=[csv]", "[sharegpt, messages, dpo, parquet]"),
+        ("dedup.index=hnsw", "[auto, flat, ivf]"),
+    ],
+)
+def test_closed_choices_are_rejected_when_the_config_is_composed(override, valid):
+    with pytest.raises(ConfigCompositionException) as err:
+        _compose(override)
+    assert f"expected one of {valid}" in str(err.value.__cause__)
 
 
 def test_extra_stop_strings_must_be_texts():
@@ -107,10 +125,10 @@ def test_dedup_filter_and_export_values_are_checked():
         "filter=pro-6",
         "filter.top_k=null",
         "dedup.threshold=5",
-        "dedup.index=hnsw",
-        "export.formats=[alpaca]",
         "filter.conditions=[{column: difficulty, op: '>=', value: medum}]",
     )
+    cfg.dedup.index = "hnsw"  # closed choices: see test_closed_choices_are_rejected_...
+    cfg.export.formats = ["alpaca"]
     with pytest.raises(ConfigError) as err:
         validate_static(cfg)
     message = str(err.value)
@@ -281,8 +299,12 @@ def test_base_model_settings_are_checked(tmp_path):
     message = str(err.value)
     assert "no-base does not exist" in message
     assert "generate.base.kv_cache_gib is required" in message
+    with pytest.raises(ConfigCompositionException):
+        _compose(f"generate.base.path={tmp_path}", "generate.base.kind=tgi")
+    tgi = _compose(f"generate.base.path={tmp_path}")
+    tgi.generate.base.kind = "tgi"
     with pytest.raises(ConfigError, match="generate.base.kind='tgi'"):
-        validate_static(_compose(f"generate.base.path={tmp_path}", "generate.base.kind=tgi"))
+        validate_static(tgi)
     gpu = _compose(
         "model=llama3-8b", "cluster=gpu", "generate.base.path=meta-llama/Meta-Llama-3-8B"
     )
@@ -311,6 +333,7 @@ def test_resources_the_cluster_cannot_hold_are_an_error():
         (["generate.bogus=1"], "bogus"),
         (["model.family=llama9"], "valid"),
         (["model.path=/no/such/model"], "does not exist"),
+        (["engine.kind=tgi"], "expected one of [vllm, hf]"),
     ],
 )
 def test_cli_rejects_bad_input_in_seconds(args, needle):

@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 from omegaconf import OmegaConf
 
-from magpie_ray import export
 from magpie_ray.config import Config, ConfigError, DedupConfig, FilterConfig
 from magpie_ray.report import format_global_steps
 from magpie_ray.steps import dedup as dedup_step
+from magpie_ray.steps import export
 from magpie_ray.steps import select as select_step
 from magpie_ray.storage import RunStore, part_name
 from tests.helpers import tagged_rows, tagged_table

@@ -6,7 +6,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from magpie_ray.steps.generate import RowPool
+from magpie_ray.steps.generate.row_pool import RowPool
 
 
 def _row(name: str, gates: dict[str, Future]):

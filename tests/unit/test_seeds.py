@@ -3,7 +3,7 @@ from collections import Counter
 import pytest
 
 from magpie_ray.config import DecodingCell, GenerateConfig, InstructionSampling
-from magpie_ray.steps.seeds import make_seed_rows, pick_by_weight, row_seed, row_uuid
+from magpie_ray.steps.generate.seeds import make_seed_rows, pick_by_weight, row_seed, row_uuid
 
 
 def test_uuids_are_deterministic_distinct_and_scoped_by_run_name():

@@ -8,9 +8,14 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from magpie_ray.config import Config, ConfigError, validate_static
-from magpie_ray.steps import judge, reward, safety, tag
-from magpie_ray.steps.text_tags import detect_language
+from magpie_ray.columns import append_errors, conform, set_columns
+from magpie_ray.config import Config, ConfigError
+from magpie_ray.conversations import to_messages
+from magpie_ray.steps.tag import judge, reward, safety
+from magpie_ray.steps.tag.registry import TAG_FIELDS
+from magpie_ray.steps.tag.step import drop_done
+from magpie_ray.steps.tag.text_tags import detect_language
+from magpie_ray.validation import validate_static
 
 
 # --- judge -----------------------------------------------------------------------------------
@@ -175,7 +180,7 @@ def test_micro_batches_keep_padded_tokens_under_the_budget():
 
 def test_conversations_become_chat_messages():
     turns = [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]
-    assert reward.conversation_messages(turns) == [
+    assert to_messages(turns) == [
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": "hello"},
     ]
@@ -194,18 +199,19 @@ def _table() -> pa.Table:
 
 
 def test_conform_adds_every_tag_column_typed_and_null():
-    table = tag.conform(tag.add_columns(_table(), {"safety": ["safe", None, "unsafe"]}))
+    table = set_columns(_table(), {"safety": ["safe", None, "unsafe"]}, TAG_FIELDS)
+    table = conform(table, TAG_FIELDS)
     assert table.column_names[:3] == ["uuid", "index", "instruction"]
-    assert table.column_names[3:] == list(tag.TAG_FIELDS)
-    for name, dtype in tag.TAG_FIELDS.items():
+    assert table.column_names[3:] == list(TAG_FIELDS)
+    for name, dtype in TAG_FIELDS.items():
         assert table.schema.field(name).type == dtype
     assert table.column("safety").to_pylist() == ["safe", None, "unsafe"]
     assert table.column("instruct_reward").null_count == 3
 
 
 def test_errors_accumulate_per_row_across_taggers():
-    table = tag.append_errors(_table(), [[("safety", "bad")], [], []])
-    table = tag.append_errors(table, [[("difficulty", "missing")], [], [("task", "no JSON")]])
+    table = append_errors(_table(), [[("safety", "bad")], [], []])
+    table = append_errors(table, [[("difficulty", "missing")], [], [("task", "no JSON")]])
     assert table.column("tag_errors").to_pylist() == [
         [{"tag": "safety", "reason": "bad"}, {"tag": "difficulty", "reason": "missing"}],
         [],
@@ -214,7 +220,7 @@ def test_errors_accumulate_per_row_across_taggers():
 
 
 def test_drop_done_filters_by_uuid():
-    assert tag.drop_done(_table(), frozenset({"b"})).column("uuid").to_pylist() == ["a", "c"]
+    assert drop_done(_table(), frozenset({"b"})).column("uuid").to_pylist() == ["a", "c"]
 
 
 # --- config ----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from magpie_ray.engines import chat_prompt_ids
+from magpie_ray.engines.tokens import chat_prompt_ids
 from magpie_ray.templates import (
     Family,
     TemplateError,

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import yaml
 
-from ..engines import Completion, Engine, SamplingSpec, encode_document
+from ...engines.base import Completion, Engine, SamplingSpec
+from ...engines.tokens import encode_document
 
-BUILTIN_EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "urial.yaml"
+BUILTIN_EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "urial.yaml"
 QUERY_HEADING = "# Query:"
 ANSWER_HEADING = "# Answer:"
 FENCE = "```"

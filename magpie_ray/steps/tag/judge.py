@@ -18,23 +18,35 @@ import json
 import re
 from dataclasses import dataclass
 
-DIFFICULTY_LABELS = ("very easy", "easy", "medium", "hard", "very hard")
-QUALITY_LABELS = ("very poor", "poor", "average", "good", "excellent")
-TASK_CATEGORIES = (
-    "Information seeking",
-    "Reasoning",
-    "Planning",
-    "Editing",
-    "Coding & Debugging",
-    "Math",
-    "Role playing",
-    "Data analysis",
-    "Creative writing",
-    "Advice seeking",
-    "Brainstorming",
-    "Others",
-)
-TASKS = ("difficulty", "quality", "classification")
+import pyarrow as pa
+
+from ...columns import append_errors, set_columns
+from ...config import JudgeConfig, JudgeTask
+from ...engines.base import SamplingSpec
+from ...engines.tokens import chat_prompt_ids
+from ...labels import DIFFICULTY_LABELS, QUALITY_LABELS, TASK_CATEGORIES
+from ..actor_pools import engine_settings
+from .spec import Tagger
+
+TASKS = tuple(t.value for t in JudgeTask)
+COLUMNS = {
+    "difficulty": pa.string(),
+    "intent": pa.string(),
+    "knowledge": pa.string(),
+    "difficulty_generator": pa.string(),
+    "input_quality": pa.string(),
+    "quality_explanation": pa.string(),
+    "quality_generator": pa.string(),
+    "task_category": pa.string(),
+    "other_task_category": pa.list_(pa.string()),
+    "task_category_generator": pa.string(),
+}
+# The column naming the judge model of each task's tags.
+GENERATOR_COLUMNS = {
+    "difficulty": "difficulty_generator",
+    "quality": "quality_generator",
+    "classification": "task_category_generator",
+}
 
 _DIFFICULTY_PROMPT = """You are rating a user query that was sent to an AI assistant.
 
@@ -147,7 +159,6 @@ _EMPTY = {
     "quality": {"quality_explanation": None, "input_quality": None},
     "classification": {"task_category": None, "other_task_category": None},
 }
-TAG_COLUMNS = {task: tuple(cols) for task, cols in _EMPTY.items()}
 
 
 def extract_json_object(text: str) -> dict | None:
@@ -242,19 +253,19 @@ def parse_reply(task: str, text: str) -> Parsed:
 class JudgeTagger:
     """Ray Data actor: the judge LLM loaded once; `__call__` adds the judge columns to a batch."""
 
-    def __init__(self, settings, model_name: str, tasks: tuple[str, ...], max_tokens: int):
-        from ..engines import load_engine
+    def __init__(self, config: JudgeConfig, seed: int = 0):
+        from ...engines import load_engine
 
+        settings = engine_settings(
+            config.engine, config, config, seed, max_num_seqs=config.max_num_seqs
+        )
         self.engine = load_engine(settings)
-        self.model_name = model_name
-        self.tasks = tasks
-        self.max_tokens = max_tokens
+        self.model_name = config.recorded_name
+        self.tasks = tuple(str(t) for t in config.tasks)
+        self.max_tokens = config.max_tokens
         self.schemas = json_schemas()
 
     def __call__(self, batch):
-        from ..engines import SamplingSpec, chat_prompt_ids
-        from .tag import add_columns, append_errors
-
         instructions = batch.column("instruction").to_pylist()
         tokenizer = self.engine.tokenizer
         requests = []
@@ -269,7 +280,7 @@ class JudgeTagger:
                 ids = chat_prompt_ids(tokenizer, [message])
                 requests.append((task, ids, spec))
         futures = [self.engine.submit(ids, spec) for _, ids, spec in requests]
-        columns: dict[str, list] = {}
+        values: dict[str, list] = {}
         errors: list[list[tuple[str, str]]] = [[] for _ in instructions]
         n = len(instructions)
         for k, ((task, _, _), future) in enumerate(zip(requests, futures, strict=True)):
@@ -279,13 +290,19 @@ class JudgeTagger:
             if done.finish_reason == "length" and parsed.errors:
                 parsed = Parsed(parsed.tags, [(task, "judge reply hit max_tokens")])
             for column, value in parsed.tags.items():
-                columns.setdefault(column, [None] * n)[row] = value
+                values.setdefault(column, [None] * n)[row] = value
             errors[row].extend(parsed.errors)
-        generator = {
-            "difficulty": "difficulty_generator",
-            "quality": "quality_generator",
-            "classification": "task_category_generator",
-        }
         for task in self.tasks:
-            columns[generator[task]] = [self.model_name] * n
-        return append_errors(add_columns(batch, columns), errors)
+            values[GENERATOR_COLUMNS[task]] = [self.model_name] * n
+        return append_errors(set_columns(batch, values, COLUMNS), errors)
+
+
+TAGGER = Tagger(
+    name="judge",
+    columns=COLUMNS,
+    actor=JudgeTagger,
+    concurrency=2,
+    needs_chat_template=True,
+    label_columns=("difficulty", "input_quality", "task_category"),
+    model_column="task_category_generator",
+)

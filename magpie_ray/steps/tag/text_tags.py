@@ -10,6 +10,17 @@ from __future__ import annotations
 
 from functools import cache
 
+import pyarrow as pa
+
+from ...columns import set_columns
+from .spec import Tagger
+
+COLUMNS = {
+    "language": pa.string(),
+    "instruction_length": pa.int64(),
+    "response_length": pa.int64(),
+}
+
 
 @cache
 def _identifier():
@@ -28,15 +39,14 @@ def detect_language(text: str) -> str | None:
 
 def add_text_tags(batch, language: bool = True):
     """Ray Data batch function (pyarrow): adds character lengths and (optionally) language."""
-    from .tag import add_columns
-
     instructions = batch.column("instruction").to_pylist()
     responses = batch.column("response").to_pylist()
-    return add_columns(
-        batch,
-        {
-            "language": [detect_language(t) if language else None for t in instructions],
-            "instruction_length": [len(text) for text in instructions],
-            "response_length": [len(text) for text in responses],
-        },
-    )
+    values = {
+        "language": [detect_language(t) if language else None for t in instructions],
+        "instruction_length": [len(text) for text in instructions],
+        "response_length": [len(text) for text in responses],
+    }
+    return set_columns(batch, values, COLUMNS)
+
+
+TAGGER = Tagger(name="text", columns=COLUMNS, function=add_text_tags, label_columns=("language",))

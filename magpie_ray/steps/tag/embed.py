@@ -6,20 +6,28 @@ Reads `instruction`. Writes `embedding` (list<float32>, L2-normalised, so square
 
 from __future__ import annotations
 
+import pyarrow as pa
+
+from ...columns import set_columns
+from ...config import EmbedderConfig
+from .spec import Tagger
+
+COLUMNS = {"embedding": pa.list_(pa.float32()), "embedding_model": pa.string()}
+
 
 class Embedder:
     """Ray Data actor: the embedding model loaded once; `__call__` adds the embedding columns."""
 
-    def __init__(self, path: str, model_name: str, batch_size: int, max_seq_length: int | None):
+    def __init__(self, config: EmbedderConfig, seed: int = 0):
         import torch
         from sentence_transformers import SentenceTransformer
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = SentenceTransformer(path, device=device, local_files_only=True)
-        if max_seq_length:
-            self.model.max_seq_length = max_seq_length
-        self.model_name = model_name
-        self.batch_size = batch_size
+        self.model = SentenceTransformer(config.path, device=device, local_files_only=True)
+        if config.max_seq_length:
+            self.model.max_seq_length = config.max_seq_length
+        self.model_name = config.name
+        self.batch_size = config.encode_batch_size
 
     def embed(self, texts: list[str]):
         return self.model.encode(
@@ -31,11 +39,12 @@ class Embedder:
         ).astype("float32")
 
     def __call__(self, batch):
-        from .tag import add_columns
-
         vectors = self.embed(batch.column("instruction").to_pylist())
-        columns = {
+        values = {
             "embedding": list(vectors),
             "embedding_model": [self.model_name] * len(vectors),
         }
-        return add_columns(batch, columns)
+        return set_columns(batch, values, COLUMNS)
+
+
+TAGGER = Tagger(name="embedder", columns=COLUMNS, actor=Embedder, model_column="embedding_model")

@@ -15,6 +15,23 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import pyarrow as pa
+
+from ...columns import append_errors, set_columns
+from ...config import GuardConfig
+from ...conversations import pair_messages
+from ...engines.base import SamplingSpec
+from ...engines.tokens import chat_prompt_ids
+from ..actor_pools import engine_settings
+from .spec import Tagger
+
+COLUMNS = {
+    "llama_guard_2": pa.string(),
+    "safety": pa.string(),
+    "safety_categories": pa.list_(pa.string()),
+    "safety_model": pa.string(),
+}
+
 # A condensed hazard taxonomy in the spirit of MLCommons' (the one Llama-Guard 2/3 follow).
 _POLICY = """Task: check whether the AI assistant's reply in the conversation below is unsafe \
 under these categories.
@@ -46,13 +63,6 @@ class Verdict:
     error: str | None = None
 
 
-def guard_messages(instruction: str, response: str) -> list[dict[str, str]]:
-    return [
-        {"role": "user", "content": instruction},
-        {"role": "assistant", "content": response},
-    ]
-
-
 def policy_prompt(instruction: str, response: str, max_chars: int = 6000) -> str:
     """Our own policy prompt, for stand-in guards without Llama-Guard's chat template."""
     return _POLICY.format(instruction=instruction[:max_chars], response=response[:max_chars])
@@ -77,37 +87,34 @@ def parse_verdict(text: str) -> Verdict:
 class SafetyTagger:
     """Ray Data actor: the guard model loaded once; `__call__` adds the safety columns."""
 
-    def __init__(self, settings, model_name: str, use_chat_template: bool, constrain: bool):
-        from ..engines import load_engine
+    def __init__(self, config: GuardConfig, seed: int = 0):
+        from ...engines import load_engine
 
+        settings = engine_settings(
+            config.engine, config, config, seed, max_num_seqs=config.max_num_seqs
+        )
         self.engine = load_engine(settings)
-        self.model_name = model_name
-        self.use_chat_template = use_chat_template
-        self.constrain = constrain
+        self.model_name = config.recorded_name
+        self.use_chat_template = config.use_chat_template
+        self.spec = SamplingSpec(
+            temperature=0.0,
+            max_tokens=config.max_tokens,
+            structured=("regex", VERDICT_REGEX) if config.constrain_verdict else None,
+        )
 
     def prompt_ids(self, instruction: str, response: str) -> list[int]:
-        from ..engines import chat_prompt_ids
-
         if self.use_chat_template:
-            return chat_prompt_ids(self.engine.tokenizer, guard_messages(instruction, response))
+            return chat_prompt_ids(self.engine.tokenizer, pair_messages(instruction, response))
         message = {"role": "user", "content": policy_prompt(instruction, response)}
         return chat_prompt_ids(self.engine.tokenizer, [message])
 
     def __call__(self, batch):
-        from ..engines import SamplingSpec
-        from .tag import add_columns, append_errors
-
-        spec = SamplingSpec(
-            temperature=0.0,
-            max_tokens=24,
-            structured=("regex", VERDICT_REGEX) if self.constrain else None,
-        )
         pairs = zip(
             batch.column("instruction").to_pylist(),
             batch.column("response").to_pylist(),
             strict=True,
         )
-        futures = [self.engine.submit(self.prompt_ids(i, r), spec) for i, r in pairs]
+        futures = [self.engine.submit(self.prompt_ids(i, r), self.spec) for i, r in pairs]
         raw, safety, categories, errors = [], [], [], []
         for future in futures:
             text = future.result().text
@@ -116,10 +123,21 @@ class SafetyTagger:
             safety.append(verdict.safety)
             categories.append(verdict.categories)
             errors.append([("safety", verdict.error)] if verdict.error else [])
-        columns = {
+        values = {
             "llama_guard_2": raw,
             "safety": safety,
             "safety_categories": categories,
             "safety_model": [self.model_name] * len(raw),
         }
-        return append_errors(add_columns(batch, columns), errors)
+        return append_errors(set_columns(batch, values, COLUMNS), errors)
+
+
+TAGGER = Tagger(
+    name="guard",
+    columns=COLUMNS,
+    actor=SafetyTagger,
+    concurrency=2,
+    needs_chat_template=True,
+    label_columns=("safety",),
+    model_column="safety_model",
+)

@@ -19,7 +19,7 @@ import math
 import uuid
 from collections.abc import Sequence
 
-from ..config import GenerateConfig
+from ...config import GenerateConfig
 
 # Fixed namespace so that uuids are stable across machines and versions.
 MAGPIE_NAMESPACE = uuid.UUID("6d61676e-6965-7261-792d-6d6167706965")

@@ -20,20 +20,26 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import pyarrow as pa
+
+from ...columns import MESSAGE, set_columns
+from ...config import RewardConfig
+from ...conversations import pair_messages, to_messages
+from ...engines.base import resolve_dtype
+from .spec import Tagger
+
 log = logging.getLogger(__name__)
 
-
-def conversation_messages(conversations: list[dict]) -> list[dict[str, str]]:
-    """Released-dataset turns ({from: human|gpt, value}) as chat messages."""
-    roles = {"human": "user", "gpt": "assistant", "system": "system"}
-    return [{"role": roles[t["from"]], "content": t["value"]} for t in conversations]
-
-
-def pair_messages(instruction: str, response: str) -> list[dict[str, str]]:
-    return [
-        {"role": "user", "content": instruction},
-        {"role": "assistant", "content": response},
-    ]
+COLUMNS = {
+    "instruct_reward": pa.float64(),
+    "reward_model": pa.string(),
+    "base_reward": pa.float64(),
+    "reward_difference": pa.float64(),
+    "rewards": pa.list_(pa.float64()),
+    "chosen": pa.list_(MESSAGE),
+    "rejected": pa.list_(MESSAGE),
+    "preference_pair_reason": pa.string(),
+}
 
 
 @dataclass(frozen=True)
@@ -110,8 +116,6 @@ class RewardScorer:
     ):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        from ..engines import resolve_dtype
 
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -214,8 +218,6 @@ class VLLMRewardScorer:
         from transformers import AutoConfig, AutoTokenizer
         from vllm import LLM
 
-        from ..engines import resolve_dtype
-
         on_gpu = torch.cuda.is_available()
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model_config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -259,28 +261,36 @@ class VLLMRewardScorer:
         return [float(out.outputs.probs[0]) for out in outputs]
 
 
-def load_scorer(engine: str, **kwargs):
-    """The reward model on `engine` ("hf" or "vllm"), with that engine's arguments."""
-    if engine == "vllm":
-        kwargs.pop("micro_batch_size", None)
-        kwargs.pop("max_batch_tokens", None)
-        return VLLMRewardScorer(**kwargs)
-    kwargs.pop("kv_cache_gib", None)
-    kwargs.pop("gpu_memory_utilization", None)
-    return RewardScorer(**kwargs)
+def load_scorer(config: RewardConfig):
+    """The reward model of `config` on its engine (transformers micro-batches or vLLM pooling)."""
+    if config.engine == "vllm":
+        return VLLMRewardScorer(
+            config.path,
+            config.max_length,
+            dtype=config.dtype,
+            trust_remote_code=config.trust_remote_code,
+            kv_cache_gib=config.kv_cache_gib,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+        )
+    return RewardScorer(
+        config.path,
+        config.max_length,
+        config.micro_batch_size,
+        dtype=config.dtype,
+        trust_remote_code=config.trust_remote_code,
+        max_batch_tokens=config.max_batch_tokens,
+    )
 
 
 class RewardTagger:
     """Ray Data actor: the reward model loaded once; `__call__` adds the reward columns."""
 
-    def __init__(self, scorer_kwargs: dict, model_name: str, min_margin: float):
-        self.scorer = load_scorer(**scorer_kwargs)
-        self.model_name = model_name
-        self.min_margin = min_margin
+    def __init__(self, config: RewardConfig, seed: int = 0):
+        self.scorer = load_scorer(config)
+        self.model_name = config.recorded_name
+        self.min_margin = config.preference_min_margin
 
     def __call__(self, batch):
-        from .tag import add_columns
-
         rows = batch.select(
             [
                 c
@@ -292,7 +302,7 @@ class RewardTagger:
         jobs: list[list[dict[str, str]]] = []
         slots: list[tuple[str, int, int]] = []  # (kind, row, response index)
         for i, row in enumerate(rows):
-            jobs.append(conversation_messages(row["conversations"]))
+            jobs.append(to_messages(row["conversations"]))
             slots.append(("main", i, 0))
             if row.get("base_output"):
                 jobs.append(pair_messages(row["instruction"], row["base_output"]))
@@ -334,4 +344,13 @@ class RewardTagger:
                 "rejected": [p.rejected for p in pairs],
                 "preference_pair_reason": [p.reason for p in pairs],
             }
-        return add_columns(batch, columns)
+        return set_columns(batch, columns, COLUMNS)
+
+
+TAGGER = Tagger(
+    name="reward",
+    columns=COLUMNS,
+    actor=RewardTagger,
+    needs_chat_template=True,
+    model_column="reward_model",
+)

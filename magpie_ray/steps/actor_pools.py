@@ -1,0 +1,85 @@
+"""How steps put models on Ray: engine settings from a model's config, and actor pools.
+
+Both row-wise steps (generate, tag) run their models in Ray Data actor pools: one model load per
+actor, `concurrency` calls in flight per actor (threaded, so a call that waits on its engine
+does not block the others). A first pass starts the configured pool at once; a later pass (rows
+lost with a dead actor or node) starts at one actor and grows to the configured size, so it
+also runs on a cluster that lost a node. Actors that die while they start are replaced up to
+`cluster.actor_start_retries` times in a row before the run fails.
+"""
+
+from __future__ import annotations
+
+from ..engines.base import EngineSettings
+
+
+def engine_settings(
+    kind: str,
+    model,
+    memory,
+    seed: int,
+    *,
+    max_num_seqs: int = 256,
+    enforce_eager: bool = False,
+    hf_batch_size: int = 16,
+) -> EngineSettings:
+    """`model` gives the weights and their shape (a config with `path`, `dtype`,
+    `max_model_len`, ...), `memory` the GPU / KV-cache budget; paths are already resolved."""
+    return EngineSettings(
+        kind=str(kind),
+        model_path=model.path,
+        dtype=model.dtype,
+        max_model_len=model.max_model_len,
+        tensor_parallel_size=model.tensor_parallel_size,
+        trust_remote_code=model.trust_remote_code,
+        gpu_memory_utilization=memory.gpu_memory_utilization,
+        kv_cache_gib=memory.kv_cache_gib,
+        enforce_eager=enforce_eager,
+        max_num_seqs=max_num_seqs,
+        hf_batch_size=hf_batch_size,
+        seed=seed,
+    )
+
+
+def set_actor_start_retries(retries: int) -> None:
+    """Actors that die while they start are replaced this many times in a row (Ray Data's own
+    default fails the run at the first)."""
+    import ray.data
+
+    ray.data.DataContext.get_current().max_consecutive_actor_init_deaths = retries
+
+
+def map_with_actors(
+    ds,
+    actor: type,
+    kwargs: dict,
+    *,
+    num_actors: int,
+    concurrency: int,
+    num_cpus: float,
+    num_gpus: float,
+    batch_size: int | None,
+    first_pass: bool = True,
+    resources: dict[str, float] | None = None,
+    env: dict[str, str] | None = None,
+):
+    """`ds` through a pool of `actor(**kwargs)` (pyarrow batches of `batch_size` rows; None:
+    one block per call)."""
+    import ray.data
+
+    size = {"size": num_actors} if first_pass else {"min_size": 1, "max_size": num_actors}
+    return ds.map_batches(
+        actor,
+        fn_constructor_kwargs=kwargs,
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(
+            **size,
+            max_concurrent_calls_per_actor=concurrency,
+            enable_true_multi_threading=concurrency > 1,
+        ),
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        resources=dict(resources or {}),
+        runtime_env={"env_vars": dict(env)} if env else None,
+    )

@@ -1,0 +1,325 @@
+"""Generate step: every seed row through an engine actor pool on Ray Data, into `generated/`.
+
+Reads seed rows (`seeds.py`, deterministic from the run name). Writes `generated/` parts (the
+columns of `rows.GENERATED_SCHEMA`) and `dropped/generate/` parts (a reason per row, see
+`rows.py`). Each engine actor loads its model once and serves every call of every row it gets
+through one `RowPool`; it writes a part file per call itself (atomically), holding the rows
+that finished for that call, so finished rows survive a crash of anything else. After each pass
+the step compares the run's files with its rows and sends the missing ones (lost with a dead
+actor or node) through again, up to `generate.max_passes` passes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from ... import templates
+from ...config import GenerateConfig
+from ...engines.base import EngineSettings, SamplingSpec
+from ...storage import DROPPED_SCHEMA, RunStore, part_name
+from ..actor_pools import engine_settings, map_with_actors, set_actor_start_retries
+from .base_answers import BaseAnswerer, load_examples
+from .row_pool import RowPool
+from .rows import (
+    GENERATED_SCHEMA,
+    STEP,
+    BatchResult,
+    batch_result,
+    generate_row,
+    resolve_family,
+    row_context,
+)
+from .seeds import make_seed_rows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    """Everything an engine actor needs; small and picklable."""
+
+    engine: EngineSettings
+    family_name: str
+    template_dirs: tuple[str, ...]
+    model_name: str
+    generate: GenerateConfig
+    run_uri: str
+    base_engine: EngineSettings | None = None  # the base model, when generate.base.path is set
+
+
+def prepare_family(settings: GenerateSettings, tokenizer) -> templates.Family:
+    family = resolve_family(
+        templates.load_family(settings.family_name, settings.template_dirs), settings.generate
+    )
+    templates.fit_chat_template(family, tokenizer)
+    templates.validate_against_tokenizer(family, tokenizer)
+    return family
+
+
+class GenerateActor:
+    """Ray Data actor: one engine, loaded once; `__call__` takes a batch of seed rows."""
+
+    def __init__(self, settings: GenerateSettings):
+        from ...engines import load_engine
+        from ...engines.tokens import load_tokenizer
+
+        started = time.perf_counter()
+        # The template is checked against the tokenizer before the (slow) model load.
+        self.family = prepare_family(
+            settings, load_tokenizer(settings.engine.model_path, settings.engine.trust_remote_code)
+        )
+        self.settings = settings
+        self.engine = load_engine(settings.engine)
+        self.base = _load_base_answerer(settings) if settings.base_engine else None
+        self.store = RunStore(settings.run_uri)
+        s = settings
+        self.ctx = row_context(
+            self.engine,
+            self.family,
+            s.generate,
+            s.model_name,
+            s.engine.kind,
+            s.engine.max_model_len,
+            self.base,
+        )
+        self.pool = RowPool()
+        # Rows already in the run's files when this actor started: a restarted actor's retried
+        # calls are checked against them (see __call__). A first start needs no scan (its calls
+        # hold rows nobody has written), which spares every actor reading the uuids of every
+        # part of a large run.
+        self.written_before_start = self.store.done_uuids(STEP) if _restarted_actor() else set()
+        self.load_seconds = time.perf_counter() - started
+        self._reported_load = False
+        self.actor_key = f"{socket.gethostname()}:{os.getpid()}"
+
+    def __call__(self, batch: pa.Table) -> dict:
+        rows = batch.to_pylist()
+        started = time.time()
+        # The rows that come back are the first len(rows) to finish in this actor, not
+        # necessarily these rows (see RowPool); the part file holds the rows that came back.
+        # A call retried on a restarted actor may hold rows that another call wrote before the
+        # crash (they finished in the pool and went back with that call): never write them twice.
+        todo = [row for row in rows if row["uuid"] not in self.written_before_start]
+        outcomes = self.pool.run([generate_row(self.ctx, row) for row in todo])
+        result = batch_result(outcomes)
+        done = [o.kept or o.dropped for o in outcomes]
+        stats = self._stats(len(rows) - len(todo), result, started)
+        if not done:
+            return stats
+        first = min(r["index"] for r in done)
+        name = part_name(first, [r["uuid"] for r in done])
+        # Each uuid lands in exactly one of the two files, so a crash between the writes only
+        # leaves the second file's rows undone; a resume regenerates them, never duplicates.
+        if result.dropped:
+            table = pa.Table.from_pylist(result.dropped, schema=DROPPED_SCHEMA)
+            self.store.write_part(self.store.dropped_dir(STEP), name, table)
+        if result.kept:
+            table = pa.Table.from_pylist(result.kept, schema=GENERATED_SCHEMA)
+            self.store.write_part(self.store.kept_dir(STEP), name, table)
+        stats["finished_at"] = [time.time()]
+        return stats
+
+    def _stats(self, skipped: int, result: BatchResult, started: float) -> dict:
+        load_seconds = 0.0 if self._reported_load else self.load_seconds
+        self._reported_load = True
+        return {
+            "actor": [self.actor_key],
+            "engine_busy_seconds": [self.engine.busy_seconds],  # cumulative over the actor
+            "engine_steps": [self.engine.steps],
+            "rows": [len(result.kept) + len(result.dropped)],
+            "skipped": [skipped],
+            "kept": [len(result.kept)],
+            "output_tokens": [result.output_tokens],
+            "started_at": [started],
+            "finished_at": [time.time()],
+            "load_seconds": [load_seconds],
+        }
+
+
+def _restarted_actor() -> bool:
+    """Whether this is a Ray actor that has been restarted; True where it cannot be told (outside
+    a Ray actor, or the state API failed), since then the store scan is the safe side."""
+    try:
+        import ray
+
+        if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
+            return True
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    except Exception:  # noqa: BLE001 - the state API is best effort; scanning is always correct
+        return True
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """What one invocation of the step did (a resumed run counts only its own work)."""
+
+    rows_todo: int
+    rows_done_before: int
+    rows_processed: int  # rows of this invocation now in the run's files (kept or dropped)
+    rows_kept: int
+    output_tokens: int
+    wall_seconds: float  # the whole step, actor start-up included
+    generation_seconds: float  # first batch started -> last batch finished, on any actor
+    engine_load_seconds: float  # the slowest actor's model load
+    # Seconds the engines spent advancing their models, summed over actors; divided by
+    # actors x generation_seconds it says how much of the time the engines had work.
+    engine_busy_seconds: float = 0.0
+    max_num_seqs: int | None = None  # vLLM engines' limit of sequences per step (None: HF)
+    # Rows of a retried call (after an actor crash) that were already written: not redone.
+    rows_skipped_on_retry: int = 0
+    engine_steps: int = 0
+    actors: int = 0
+    passes: int = 0  # Ray Data passes: 1, plus one per sweep for rows lost with an actor
+    rows_missing: int = 0  # rows in no file after the last pass: the run is incomplete
+
+    @property
+    def engine_busy_fraction(self) -> float | None:
+        if not self.actors or self.generation_seconds <= 0:
+            return None
+        return min(1.0, self.engine_busy_seconds / (self.actors * self.generation_seconds))
+
+
+def _load_base_answerer(settings: GenerateSettings):
+    from ...engines import load_engine
+
+    base = settings.generate.base
+    spec = SamplingSpec(temperature=base.temperature, top_p=base.top_p, max_tokens=base.max_tokens)
+    return BaseAnswerer(
+        load_engine(settings.base_engine),
+        base.name or base.path,
+        load_examples(base.examples_file),
+        spec,
+        base.max_model_len,
+    )
+
+
+def settings_from(cfg) -> GenerateSettings:
+    m, e, base = cfg.model, cfg.engine, cfg.generate.base
+    scheduling = dict(
+        max_num_seqs=e.max_num_seqs, enforce_eager=e.enforce_eager, hf_batch_size=e.hf_batch_size
+    )
+    return GenerateSettings(
+        # The base model brings its own memory budget (it shares the actor's GPU).
+        base_engine=(
+            engine_settings(base.kind, base, base, cfg.seed, **scheduling)
+            if base.path is not None
+            else None
+        ),
+        engine=engine_settings(e.kind, m, e, cfg.seed, **scheduling),
+        family_name=m.family,
+        template_dirs=tuple(cfg.template_dirs),
+        model_name=m.name,
+        generate=cfg.generate,
+        run_uri=cfg.run_uri,
+    )
+
+
+def run_step(cfg, store: RunStore, seeds: list[dict] | None = None) -> StepStats:
+    """Generate every seed row not already in `generated/` or `dropped/generate/`.
+
+    After each pass the step compares the run's files with the rows it was given: a row that is
+    in neither (its engine actor or node died while it was in flight, after the call that
+    brought it had returned) goes through again, up to `generate.max_passes` passes in all.
+    Rows still missing after that are counted in `rows_missing`; the pipeline then stops with
+    a non-zero exit. `seeds` replaces the rows made from the config (benchmarks pass
+    synthetic workloads).
+    """
+    gen = cfg.generate
+    if seeds is None:
+        seeds = make_seed_rows(cfg.run_name, cfg.seed, gen.num_samples, gen)
+    done = store.done_uuids(STEP)
+    todo = [row for row in seeds if row["uuid"] not in done]
+    started = time.perf_counter()
+    tally = _Tally()
+    pending, passes = todo, 0
+    while pending and passes < gen.max_passes:
+        passes += 1
+        if passes > 1:
+            log.warning(
+                "generate: %d of %d rows were not written by pass %d (an engine actor or node"
+                " died while they were in flight); generating them again, pass %d of at most %d",
+                len(pending),
+                len(todo),
+                passes - 1,
+                passes,
+                gen.max_passes,
+            )
+        _run_pass(cfg, pending, tally, first=passes == 1)
+        done = store.done_uuids(STEP)
+        pending = [row for row in pending if row["uuid"] not in done]
+    return StepStats(
+        rows_todo=len(todo),
+        rows_done_before=len(seeds) - len(todo),
+        rows_processed=len(todo) - len(pending),
+        rows_skipped_on_retry=tally.skipped,
+        rows_kept=tally.kept,
+        output_tokens=tally.tokens,
+        wall_seconds=time.perf_counter() - started,
+        generation_seconds=max(0.0, tally.last_finish - tally.first_start),
+        engine_load_seconds=tally.load_seconds,
+        engine_busy_seconds=sum(tally.busy.values()),
+        engine_steps=sum(tally.steps.values()),
+        max_num_seqs=cfg.engine.max_num_seqs if cfg.engine.kind == "vllm" else None,
+        actors=len(tally.busy),
+        passes=passes,
+        rows_missing=len(pending),
+    )
+
+
+@dataclass
+class _Tally:
+    """The counters of every actor call of an invocation, over all its passes."""
+
+    skipped: int = 0
+    kept: int = 0
+    tokens: int = 0
+    load_seconds: float = 0.0
+    first_start: float = float("inf")
+    last_finish: float = 0.0
+    busy: dict = dataclasses.field(default_factory=dict)  # actor -> cumulative busy seconds
+    steps: dict = dataclasses.field(default_factory=dict)  # actor -> cumulative engine steps
+
+    def add(self, stats: dict) -> None:
+        self.skipped += stats["skipped"]
+        self.kept += stats["kept"]
+        self.tokens += stats["output_tokens"]
+        self.load_seconds = max(self.load_seconds, stats["load_seconds"])
+        self.first_start = min(self.first_start, stats["started_at"])
+        self.last_finish = max(self.last_finish, stats["finished_at"])
+        actor = stats["actor"]
+        self.busy[actor] = max(self.busy.get(actor, 0.0), stats["engine_busy_seconds"])
+        self.steps[actor] = max(self.steps.get(actor, 0), stats["engine_steps"])
+
+
+def _run_pass(cfg, rows: list[dict], tally: _Tally, first: bool) -> None:
+    """One Ray Data pass of `rows` through an engine actor pool (see `actor_pools`)."""
+    import ray.data
+
+    gen, cl = cfg.generate, cfg.cluster
+    blocks = min(len(rows), max(1, -(-len(rows) // gen.batch_size)))
+    set_actor_start_retries(cl.actor_start_retries)
+    ds = map_with_actors(
+        ray.data.from_items(rows, override_num_blocks=blocks),
+        GenerateActor,
+        {"settings": settings_from(cfg)},
+        # One block (<= batch_size rows) per actor call. With batch_size set, Ray Data
+        # bundles blocks up to batch_size rows and runs the bundle's batches one after
+        # another in one call, so a batch waited for the previous one's longest row.
+        batch_size=None,
+        num_actors=cl.num_actors,
+        concurrency=cl.batches_in_flight,
+        num_cpus=cl.cpus_per_actor,
+        num_gpus=cl.gpus_per_actor,
+        first_pass=first,
+        resources=cl.actor_resources,
+        env=cl.actor_env,
+    )
+    for stats in ds.iter_rows():
+        tally.add(stats)

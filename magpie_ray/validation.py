@@ -1,0 +1,283 @@
+"""Config checks that need no model weights and no cluster; `ConfigError` names the fix.
+
+`validate_static(cfg)` collects every problem of a config (values out of range, missing model
+paths, recipes that cannot work) and raises one `ConfigError` listing them all; `advice(cfg)`
+lists settings that run but waste the hardware. Type and choice errors never get here: the
+schema (`config.py`) makes OmegaConf reject them at compose time. `pipeline.preflight` adds the
+checks that need tokenizers and the cluster. This module sits above the steps it checks.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from .config import (
+    Config,
+    ConfigError,
+    DedupConfig,
+    EngineKind,
+    ExportFormat,
+    IndexKind,
+    JudgeTask,
+    PoolConfig,
+    Step,
+)
+from .paths import model_source
+
+
+def _choice_problem(key: str, value, choices: type[StrEnum]) -> list[str]:
+    """Configs built in Python skip OmegaConf's check of closed choices: the same one here."""
+    valid = [c.value for c in choices]
+    return [] if value in valid else [f"{key}={value!r}; valid: {valid}"]
+
+
+def validate_static(cfg: Config) -> None:
+    """Checks that need no model, tokenizer or cluster. Raises ConfigError."""
+    problems: list[str] = []
+    for step in cfg.steps:
+        problems += _choice_problem("steps", step, Step)
+    problems += _choice_problem("engine.kind", cfg.engine.kind, EngineKind)
+    if not re.fullmatch(r"[\w.-]+", cfg.run_name):
+        problems.append(f"run_name={cfg.run_name!r}: use letters, digits, '.', '_' or '-'")
+    # The generator model is only loaded by the generate step: later steps run without it
+    # (e.g. re-filtering a finished run on a machine that never had the weights).
+    generates = "generate" in cfg.steps
+    if generates and cfg.model.path in ("", "???"):
+        problems.append("model.path is not set: pass model.path=/path/to/hf-folder")
+    elif generates and model_source(cfg.model.path) == "missing":
+        hint = f" ({cfg.model.prepare_hint})" if cfg.model.prepare_hint else ""
+        problems.append(f"model.path={cfg.model.path} does not exist{hint}")
+    gen = cfg.generate
+    if gen.num_samples < 1:
+        problems.append(f"generate.num_samples={gen.num_samples}: must be >= 1")
+    if gen.batch_size < 1:
+        problems.append(f"generate.batch_size={gen.batch_size}: must be >= 1")
+    for name, s in (("instruction", gen.instruction), ("response", gen.response)):
+        if not 0 < s.max_tokens < cfg.model.max_model_len:
+            problems.append(
+                f"generate.{name}.max_tokens={s.max_tokens}: must be in "
+                f"[1, model.max_model_len={cfg.model.max_model_len})"
+            )
+    problems += _sampling_problems("generate.response", gen.response)
+    problems += _sampling_problems("generate.instruction", gen.instruction)
+    if not all(isinstance(t, str) and t for t in gen.instruction.extra_stop_strings):
+        problems.append(
+            f"generate.instruction.extra_stop_strings={list(gen.instruction.extra_stop_strings)}:"
+            " must be non-empty texts"
+        )
+    for i, cell in enumerate(gen.instruction.grid):
+        problems += _sampling_problems(f"generate.instruction.grid[{i}]", cell)
+        if cell.weight < 0:
+            problems.append(f"generate.instruction.grid[{i}].weight={cell.weight}: must be >= 0")
+    if gen.instruction.grid and not sum(c.weight for c in gen.instruction.grid) > 0:
+        problems.append("generate.instruction.grid: the cell weights must sum to more than 0")
+    problems += _mixture_problems("generate.system_prompts", gen.system_prompts)
+    if gen.num_turns < 1:
+        problems.append(f"generate.num_turns={gen.num_turns}: must be >= 1")
+    if gen.max_passes < 1:
+        problems.append(f"generate.max_passes={gen.max_passes}: must be >= 1")
+    pref = gen.preference
+    if pref.num_responses < 0 or pref.num_responses == 1:
+        problems.append(
+            f"generate.preference.num_responses={pref.num_responses}: 0 (off) or >= 2 (a pair"
+            " needs two responses to compare)"
+        )
+    if pref.num_responses:
+        problems += _sampling_problems("generate.preference", pref)
+        if pref.max_tokens is not None and not 0 < pref.max_tokens < cfg.model.max_model_len:
+            problems.append(
+                f"generate.preference.max_tokens={pref.max_tokens}: must be in "
+                f"[1, model.max_model_len={cfg.model.max_model_len})"
+            )
+    problems += _base_model_problems(cfg)
+    cl = cfg.cluster
+    if cl.num_actors < 1:
+        problems.append(f"cluster.num_actors={cl.num_actors}: must be >= 1")
+    if cl.batches_in_flight < 1:
+        problems.append(f"cluster.batches_in_flight={cl.batches_in_flight}: must be >= 1")
+    if cl.actor_start_retries < 0:
+        problems.append(f"cluster.actor_start_retries={cl.actor_start_retries}: must be >= 0")
+    if cl.cpus_per_actor < 0 or cl.gpus_per_actor < 0:
+        problems.append("cluster.cpus_per_actor and cluster.gpus_per_actor must be >= 0")
+    if cl.gpus_per_actor and cl.gpus_per_actor < cfg.model.tensor_parallel_size:
+        problems.append(
+            f"cluster.gpus_per_actor={cl.gpus_per_actor} < model.tensor_parallel_size="
+            f"{cfg.model.tensor_parallel_size}: each engine actor needs one GPU per shard"
+        )
+    if (
+        generates
+        and not cl.gpus_per_actor
+        and cfg.engine.kind == "vllm"
+        and cfg.engine.kv_cache_gib is None
+    ):
+        problems.append(
+            "engine.kv_cache_gib is required on CPU actors (cluster.gpus_per_actor=0): "
+            "set e.g. engine.kv_cache_gib=1"
+        )
+    if "tag" in cfg.steps:
+        problems.extend(tag_problems(cfg))
+    problems.extend(dedup_problems(cfg.dedup))
+    from .select import filter_problems
+
+    problems.extend(filter_problems(cfg.filter))
+    for fmt in cfg.export.formats:
+        problems += _choice_problem("export.formats", fmt, ExportFormat)
+    if problems:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+
+
+def advice(cfg: Config) -> list[str]:
+    """Settings that run but waste the hardware (printed before the run, never fatal)."""
+    notes = []
+    gen, cl = cfg.generate, cfg.cluster
+    in_flight = gen.batch_size * cl.batches_in_flight
+    if (
+        "generate" in cfg.steps
+        and cfg.engine.kind == "vllm"
+        and in_flight < cfg.engine.max_num_seqs
+        and gen.num_samples > in_flight
+    ):
+        notes.append(
+            f"each engine gets generate.batch_size x cluster.batches_in_flight = {in_flight} rows"
+            f" at once, fewer than engine.max_num_seqs={cfg.engine.max_num_seqs}, so it never"
+            " runs full: raise either (rows in flight of twice max_num_seqs keep it full)"
+        )
+    return notes
+
+
+def _path_problem(key: str, path: str, hint: str) -> str | None:
+    if path in ("", "???"):
+        return f"{key}.path is not set: pass {key}.path=/path/to/model (or {key}.enabled=false)"
+    if model_source(path) == "missing":
+        return f"{key}.path={path} does not exist" + (f" ({hint})" if hint else "")
+    return None
+
+
+def _pool_problems(key: str, pool: PoolConfig) -> list[str]:
+    problems = []
+    if pool.num_actors < 1 or pool.batch_size < 1:
+        problems.append(f"{key}.pool.num_actors and {key}.pool.batch_size must be >= 1")
+    if pool.cpus_per_actor < 0 or pool.gpus_per_actor < 0:
+        problems.append(f"{key}.pool.cpus_per_actor and gpus_per_actor must be >= 0")
+    return problems
+
+
+def tag_problems(cfg: Config) -> list[str]:
+    """Checks of the tag step's models and pools (only when `tag` is in steps)."""
+    problems: list[str] = []
+    for key, model in (
+        ("reward", cfg.reward),
+        ("guard", cfg.guard),
+        ("judge", cfg.judge),
+        ("embedder", cfg.embedder),
+    ):
+        if not model.enabled:
+            continue
+        problem = _path_problem(key, model.path, model.prepare_hint)
+        if problem:
+            problems.append(problem)
+        problems.extend(_pool_problems(key, model.pool))
+    r = cfg.reward
+    if r.enabled:
+        problems += _choice_problem("reward.engine", r.engine, EngineKind)
+    if r.enabled:
+        for name in ("max_length", "micro_batch_size", "max_batch_tokens"):
+            value = getattr(r, name)
+            if value is not None and value < 1:
+                problems.append(f"reward.{name}={value}; must be at least 1")
+    if r.enabled and r.engine == "vllm" and not r.pool.gpus_per_actor and r.kv_cache_gib is None:
+        problems.append(
+            "reward.kv_cache_gib is required with reward.engine=vllm on CPU actors: "
+            "set e.g. reward.kv_cache_gib=0.5"
+        )
+    for key, lm in (("guard", cfg.guard), ("judge", cfg.judge)):
+        if not lm.enabled:
+            continue
+        problems += _choice_problem(f"{key}.engine", lm.engine, EngineKind)
+        if lm.engine == "vllm" and not lm.pool.gpus_per_actor and lm.kv_cache_gib is None:
+            problems.append(
+                f"{key}.kv_cache_gib is required on CPU actors ({key}.pool.gpus_per_actor=0): "
+                f"set e.g. {key}.kv_cache_gib=1"
+            )
+        if lm.max_tokens < 1 or lm.max_tokens >= lm.max_model_len:
+            problems.append(f"{key}.max_tokens={lm.max_tokens}: must be in [1, max_model_len)")
+    unknown = [t for t in cfg.judge.tasks if t not in list(JudgeTask)]
+    if cfg.judge.enabled and (unknown or not cfg.judge.tasks):
+        tasks = [str(t) for t in cfg.judge.tasks]
+        problems.append(f"judge.tasks={tasks}: choose from {[t.value for t in JudgeTask]}")
+    if cfg.tag.part_rows < 1:
+        problems.append(f"tag.part_rows={cfg.tag.part_rows}: must be >= 1")
+    if cfg.tag.task_cpus <= 0:
+        problems.append(f"tag.task_cpus={cfg.tag.task_cpus}: must be > 0")
+    if cfg.tag.max_passes < 1:
+        problems.append(f"tag.max_passes={cfg.tag.max_passes}: must be >= 1")
+    return problems
+
+
+def _sampling_problems(name: str, s) -> list[str]:
+    problems = []
+    if s.temperature < 0:
+        problems.append(f"{name}.temperature={s.temperature}: must be >= 0")
+    if not 0 < s.top_p <= 1:
+        problems.append(f"{name}.top_p={s.top_p}: must be in (0, 1]")
+    if not 0 <= getattr(s, "min_p", 0.0) < 1:
+        problems.append(f"{name}.min_p={s.min_p}: must be in [0, 1)")
+    return problems
+
+
+def _mixture_problems(name: str, weights: dict[str, float]) -> list[str]:
+    problems = [f"{name}.{k}={w}: a weight must be >= 0" for k, w in weights.items() if w < 0]
+    if weights and not sum(weights.values()) > 0:
+        problems.append(f"{name}: the weights must sum to more than 0")
+    return problems
+
+
+def _base_model_problems(cfg: Config) -> list[str]:
+    base = cfg.generate.base
+    if base.path is None:
+        return []
+    problems = []
+    if model_source(base.path) == "missing":
+        problems.append(f"generate.base.path={base.path} does not exist")
+    problems += _choice_problem("generate.base.kind", base.kind, EngineKind)
+    problems += _sampling_problems("generate.base", base)
+    if not 0 < base.max_tokens < base.max_model_len:
+        problems.append(
+            f"generate.base.max_tokens={base.max_tokens}: must be in "
+            f"[1, generate.base.max_model_len={base.max_model_len})"
+        )
+    on_gpu = bool(cfg.cluster.gpus_per_actor)
+    if not on_gpu and base.kind == "vllm" and base.kv_cache_gib is None:
+        problems.append(
+            "generate.base.kv_cache_gib is required on CPU actors: set e.g."
+            " generate.base.kv_cache_gib=1"
+        )
+    if on_gpu and base.gpu_memory_utilization + cfg.engine.gpu_memory_utilization >= 1:
+        problems.append(
+            f"generate.base.gpu_memory_utilization={base.gpu_memory_utilization} + "
+            f"engine.gpu_memory_utilization={cfg.engine.gpu_memory_utilization} >= 1: both"
+            " engines share the actor's GPUs; lower one of them"
+        )
+    from .steps.generate.base_answers import ExamplesError, load_examples
+
+    try:
+        load_examples(base.examples_file)
+    except ExamplesError as err:
+        problems.append(f"generate.base.examples_file: {err}")
+    return problems
+
+
+def dedup_problems(d: DedupConfig) -> list[str]:
+    problems = []
+    if d.k < 1:
+        problems.append(f"dedup.k={d.k}: must be >= 1")
+    if not 0 < d.threshold < 4:
+        problems.append(f"dedup.threshold={d.threshold}: squared L2 of unit vectors, in (0, 4)")
+    problems += _choice_problem("dedup.index", d.index, IndexKind)
+    if d.nlist is not None and d.nlist < 1:
+        problems.append(f"dedup.nlist={d.nlist}: must be >= 1 (or null for 4 sqrt(n))")
+    for key in ("exact_max_rows", "rows_per_list", "nprobe", "hnsw_ef_search", "block_elements"):
+        if getattr(d, key) < 1:
+            problems.append(f"dedup.{key}={getattr(d, key)}: must be >= 1")
+    return problems
