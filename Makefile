@@ -18,9 +18,9 @@ run: install model
 test: install assets
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The fast lane: everything that starts no Ray and loads no model weights (about a minute).
+# The fast lane: everything that starts no Ray, loads no model weights and runs no CLI.
 test-fast: install assets
-	$(BIN)/python -m pytest -m "not cluster and not model" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not cluster and not model and not cli" $(PYTEST_ARGS)
 
 install: $(STAMP)
 

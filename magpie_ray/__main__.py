@@ -13,7 +13,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .config import Config, ConfigError, register
+from .config import Config, ConfigError, Mode, register
 from .paths import is_uri, resolve_paths
 from .validation import advice
 
@@ -37,6 +37,18 @@ def _resolve_output_dir(cfg: Config) -> None:
     cfg.output_dir = os.path.abspath(cfg.output_dir)
 
 
+def _check(cfg: Config) -> None:
+    """`mode=check`: print what every preflight check found, then stop (no weights load)."""
+    from . import pipeline
+
+    result = pipeline.check(cfg)
+    for line in result.checks:
+        print(f"ok: {line}")
+    for note in [*result.notes, *advice(cfg)]:
+        print(f"note: {note}")
+    print(f"magpie_ray: all {len(result.checks)} checks passed; nothing was loaded or run")
+
+
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(dcfg: DictConfig) -> None:
     from . import pipeline
@@ -44,6 +56,9 @@ def main(dcfg: DictConfig) -> None:
 
     try:
         cfg: Config = resolve_paths(OmegaConf.to_object(dcfg))
+        if cfg.mode == Mode.check:
+            _check(cfg)
+            return
         _resolve_output_dir(cfg)
         for note in advice(cfg):
             print(f"magpie_ray: note: {note}", file=sys.stderr)

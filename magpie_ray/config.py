@@ -44,6 +44,21 @@ class ExportFormat(StrEnum):
     parquet = "parquet"
 
 
+class Mode(StrEnum):
+    run = "run"  # the steps
+    check = "check"  # every preflight check, then exit without loading any weights
+
+
+class Thinking(StrEnum):
+    """A reasoning model's mode; which ones a family supports is in its YAML (`thinking`)."""
+
+    off = "off"
+    on = "on"
+    low = "low"  # gpt-oss reasoning efforts
+    medium = "medium"
+    high = "high"
+
+
 class IndexKind(StrEnum):
     auto = "auto"  # flat up to dedup.exact_max_rows, ivf beyond
     flat = "flat"
@@ -120,6 +135,9 @@ class ResponseSampling:
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = 4096
+    # A reasoning model's mode (Qwen3: on/off, DeepSeek-R1: on, gpt-oss: low/medium/high);
+    # None = the family's default. Reasoning goes to `response_reasoning`, never `response`.
+    thinking: Thinking | None = None
 
 
 @dataclass
@@ -154,6 +172,23 @@ class BaseModelConfig(ModelFields):
 
 
 @dataclass
+class ResponderConfig(ModelFields):
+    """An optional second model that writes the responses (instructions still come from
+    `model`), as Magpie-Reasoning and MagpieLM did; it runs in the same engine actor. Responses
+    sample with `generate.response`; `path: null` turns it off."""
+
+    name: str = ""  # recorded in `gen_response_configs.output_generator`; "" = path
+    path: str | None = None
+    family: str | None = None  # its template family (required with a path): stops, thinking
+    kind: EngineKind = EngineKind.vllm
+    max_model_len: int = 4096
+    tensor_parallel_size: int = 1
+    # Both engines share the actor's GPUs: keep this plus engine.gpu_memory_utilization < 1.
+    gpu_memory_utilization: float = 0.45
+    kv_cache_gib: float | None = None  # required on CPU, like engine.kv_cache_gib
+
+
+@dataclass
 class GenerateConfig:
     num_samples: int = 32
     batch_size: int = 16  # rows per engine call and per part file
@@ -173,6 +208,7 @@ class GenerateConfig:
     response: ResponseSampling = field(default_factory=ResponseSampling)
     preference: PreferenceSampling = field(default_factory=PreferenceSampling)
     base: BaseModelConfig = field(default_factory=BaseModelConfig)
+    responder: ResponderConfig = field(default_factory=ResponderConfig)
 
 
 @dataclass
@@ -341,10 +377,14 @@ class ExportConfig:
 
     formats: list[ExportFormat] = field(default_factory=lambda: list(ExportFormat))
     include_embedding: bool = False  # keep the embedding column in the Parquet export
+    # Reasoning text of thinking models: `reasoning_content` on assistant messages of
+    # messages.jsonl and the reasoning columns in data.parquet; off = answers only.
+    include_reasoning: bool = False
 
 
 @dataclass
 class Config:
+    mode: Mode = Mode.run
     run_name: str = "demo"
     output_dir: str = "outputs"  # a local path or a URI; absolute under `ray job submit`
     seed: int = 0

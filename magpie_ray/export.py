@@ -10,7 +10,9 @@ Reads every `selected/` part. Writes, each atomically, under `<run>/exports/`:
                     TRL DPOTrainer's conversational format with an explicit prompt; only rows
                     whose `chosen` and `rejected` are both set (a valid pair)
     data.parquet    every column of the selected rows (the released Magpie field names),
-                    without `embedding` unless export.include_embedding
+                    without `embedding` unless export.include_embedding, and without the
+                    reasoning columns unless export.include_reasoning (messages.jsonl then
+                    gives each assistant message its `reasoning_content`)
 
 Rows are ordered by `index` then `uuid`, so the files do not depend on part order. JSON keeps
 non-ASCII text as is. Nothing is dropped except rows without a preference pair from dpo.jsonl
@@ -34,7 +36,18 @@ from .conversations import row_turns, to_messages
 from .storage import RunStore
 
 EXPORT_DIR = "exports"
-JSONL_COLUMNS = ("uuid", "instruction", "response", "conversations", "chosen", "rejected")
+JSONL_COLUMNS = (
+    "uuid",
+    "instruction",
+    "response",
+    "conversations",
+    "chosen",
+    "rejected",
+    "response_reasoning",
+    "turn_response_reasonings",
+)
+# A reasoning model's reasoning: in the exports only with export.include_reasoning.
+REASONING_COLUMNS = ("response_reasoning", "turn_response_reasonings", "responses_reasoning")
 
 
 @dataclass(frozen=True)
@@ -46,15 +59,24 @@ class ExportStats:
     skipped: bool = False
 
 
-def sharegpt_record(row: dict) -> dict:
+def sharegpt_record(row: dict, cfg: ExportConfig) -> dict:
     return {"uuid": row["uuid"], "conversations": row_turns(row)}
 
 
-def messages_record(row: dict) -> dict:
-    return {"uuid": row["uuid"], "messages": to_messages(row_turns(row))}
+def messages_record(row: dict, cfg: ExportConfig) -> dict:
+    """Role/content messages; with `include_reasoning`, each assistant message of a reasoning
+    model carries its reasoning as `reasoning_content` (the field chat APIs use)."""
+    messages = to_messages(row_turns(row))
+    if cfg.include_reasoning:
+        reasonings = row.get("turn_response_reasonings") or [row.get("response_reasoning")]
+        answers = [m for m in messages if m["role"] == "assistant"]
+        for message, reasoning in zip(answers, reasonings, strict=False):
+            if reasoning is not None:
+                message["reasoning_content"] = reasoning
+    return {"uuid": row["uuid"], "messages": messages}
 
 
-def dpo_record(row: dict) -> dict | None:
+def dpo_record(row: dict, cfg: ExportConfig) -> dict | None:
     """Prompt = the conversation before the final assistant turn; None without a valid pair."""
     chosen, rejected = row.get("chosen"), row.get("rejected")
     if not chosen or not rejected:
@@ -78,7 +100,7 @@ class Format:
     `record` None, the selected table itself as Parquet."""
 
     file: str
-    record: Callable[[dict], dict | None] | None = None
+    record: Callable[[dict, ExportConfig], dict | None] | None = None
 
 
 FORMATS = {
@@ -105,8 +127,9 @@ def _write_jsonl(store: RunStore, path: str, records: list[dict]) -> None:
 
 
 def _write_parquet(store: RunStore, path: str, table: pa.Table, cfg: ExportConfig) -> int:
-    if not cfg.include_embedding and "embedding" in table.column_names:
-        table = table.drop_columns(["embedding"])
+    left_out = [] if cfg.include_embedding else ["embedding"]
+    left_out += [] if cfg.include_reasoning else list(REASONING_COLUMNS)
+    table = table.drop_columns([c for c in left_out if c in table.column_names])
     store.write_atomic(path, lambda tmp: pq.write_table(table, tmp, filesystem=store.fs))
     return table.num_rows
 
@@ -127,7 +150,7 @@ def write_exports(store: RunStore, table: pa.Table, cfg: ExportConfig) -> Export
         if fmt.record is None:
             files[fmt.file] = _write_parquet(store, path, table, cfg)
             continue
-        records = [r for r in map(fmt.record, rows) if r is not None]
+        records = [r for r in (fmt.record(row, cfg) for row in rows) if r is not None]
         if name == "dpo":
             without_pair = len(rows) - len(records)
         _write_jsonl(store, path, records)

@@ -52,7 +52,11 @@ def resolve_paths(cfg: Config) -> Config:
             return model
         return dataclasses.replace(model, path=resolve_model_path(model.path))
 
-    generate = dataclasses.replace(cfg.generate, base=resolved(cfg.generate.base))
+    generate = dataclasses.replace(
+        cfg.generate,
+        base=resolved(cfg.generate.base),
+        responder=resolved(cfg.generate.responder),
+    )
     return dataclasses.replace(
         cfg,
         model=resolved(cfg.model),

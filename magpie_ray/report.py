@@ -19,6 +19,9 @@ class RunSummary:
     tagged: TagSummary | None = None
     requested: int | None = None  # generate.num_samples
     requested_done: int = 0  # rows of index < requested that are kept or dropped
+    # reasoning models: rows with a reasoning, and those whose reasoning never ended
+    reasoning_rows: int = 0
+    unclosed_reasoning: int = 0
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ def summarize(store: RunStore, num_examples: int = 3, requested: int | None = No
         examples = examples.to_pylist()
         finish = dict(Counter(kept.column("response_finish_reason").to_pylist()))
     drops = dict(Counter(dropped.column("reason").to_pylist())) if dropped is not None else {}
+    reasoning_rows, unclosed = _reasoning_counts(store)
     return RunSummary(
         output_path=store.kept_dir("generate"),
         rows_written=0 if kept is None else kept.num_rows,
@@ -116,7 +120,27 @@ def summarize(store: RunStore, num_examples: int = 3, requested: int | None = No
         tagged=summarize_tags(store),
         requested=requested,
         requested_done=requested_done,
+        reasoning_rows=reasoning_rows,
+        unclosed_reasoning=unclosed,
     )
+
+
+def _reasoning_counts(store: RunStore) -> tuple[int, int]:
+    """(rows with a reasoning, rows whose reasoning never ended: no answer) in generated/."""
+    import pyarrow.parquet as pq
+
+    directory = store.kept_dir("generate")
+    files = store.part_files(directory)
+    if not files or "response_reasoning" not in pq.read_schema(files[0], filesystem=store.fs).names:
+        return 0, 0
+    table = store.read_parts(directory, columns=["response_reasoning", "response"])
+    pairs = zip(
+        table.column("response_reasoning").to_pylist(),
+        table.column("response").to_pylist(),
+        strict=True,
+    )
+    reasoned = [answer for reasoning, answer in pairs if reasoning is not None]
+    return len(reasoned), sum(1 for answer in reasoned if not answer)
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -203,6 +227,11 @@ def format_summary(summary: RunSummary, stats=None, width: int = 300, tag_stats=
     if summary.response_finish_reasons:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(summary.response_finish_reasons.items()))
         lines.append(f"response finish reasons: {reasons}")
+    if summary.reasoning_rows:
+        lines.append(
+            f"responses with reasoning: {summary.reasoning_rows} (in response_reasoning; reasoning"
+            f" that never ended, so no answer: {summary.unclosed_reasoning})"
+        )
     if stats is not None:
         lines.append(f"this invocation: {generate_line(stats)}")
     lines.append(f"output: {summary.output_path}")

@@ -1,4 +1,4 @@
-"""Model-family pre-query templates: load them from YAML and check them against a tokenizer.
+"""Model-family pre-query templates: load them from YAML and render them (pure).
 
 Magpie samples instructions by handing an aligned chat model only the start of a user turn (the
 "pre-query"), e.g. `<|begin_of_text|><|start_header_id|>user<|end_header_id|>\\n\\n` for Llama-3.
@@ -20,10 +20,19 @@ Contract:
   instruction-sampling options of the same names (see config.InstructionSampling).
 - Optional `chat_template` (Jinja) is used only by a tokenizer that ships none (Vicuna's);
   `fit_chat_template` installs it before validation, so it is checked like a tokenizer's own.
-- `validate_against_tokenizer` runs before any model loads and raises `TemplateError` (or its
-  subclass `TemplateMismatchError`) with the fix in the message. A family text that differs from
-  the chat template's rendering only in ways the tokenizer erases (same token ids) is accepted,
-  because the model sees the same input.
+- `template_checks.validate_against_tokenizer` runs before any model loads and raises
+  `TemplateError` (or its subclass `TemplateMismatchError`) with the fix in the message. A family
+  text that differs from the chat template's rendering only in ways the tokenizer erases (same
+  token ids) is accepted, because the model sees the same input; so is a deliberate difference
+  the family declares (`pre_query_deviation`: what the template renders, and why we differ).
+- `{today}` in a pre-query, system-prompt or deviation text is the run-time date (templates
+  such as Llama-3.2/3.3's date their system turn with the day they render), formatted with the
+  family's `date_format`; rows record the exact text they were sampled with.
+- Optional `thinking` describes a reasoning model's modes (`generate.response.thinking`): the
+  chat-template arguments of each mode (Qwen3: `enable_thinking`), the markers around the
+  reasoning and whether the generation prompt already opens it (DeepSeek-R1). `renderer:
+  harmony` (gpt-oss) renders prompts and parses answers with `openai-harmony` instead of a chat
+  template (see `harmony.py`).
 - Everything here is a pure function of YAML text and a tokenizer object; nothing loads a model.
   A tokenizer is anything shaped like a Hugging Face `PreTrainedTokenizerBase`.
 """
@@ -31,6 +40,7 @@ Contract:
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import re
 from collections.abc import Mapping, Sequence
@@ -45,9 +55,9 @@ BUILTIN_DIR = Path(__file__).with_name("templates")
 SYSTEM_PROMPT_PLACEHOLDER = "{system_prompt}"
 
 # No surrounding whitespace: some chat templates `| trim` message content.
-_USER_SENTINEL = "MAGPIEUSERSENTINEL"
-_ASSISTANT_SENTINEL = "MAGPIEASSISTANTSENTINEL"
-_SYSTEM_SENTINEL = "MAGPIESYSTEMSENTINEL"
+USER_SENTINEL = "MAGPIEUSERSENTINEL"
+ASSISTANT_SENTINEL = "MAGPIEASSISTANTSENTINEL"
+SYSTEM_SENTINEL = "MAGPIESYSTEMSENTINEL"
 
 _REQUIRED_KEYS = ("name", "pre_query_template", "stop_strings", "stop_token_ids")
 _OPTIONAL_KEYS = (
@@ -58,9 +68,16 @@ _OPTIONAL_KEYS = (
     "banned_first_token_prefixes",
     "sanitize",
     "chat_template",
+    "pre_query_deviation",
+    "thinking",
+    "date_format",
+    "renderer",
+    "response_stop_strings",
 )
+TODAY_PLACEHOLDER = "{today}"
+RENDERERS = ("chat_template", "harmony")
 _FAMILY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_FIX = "Fix: edit the family's YAML file or pick another `model.family`."
+FIX = "Fix: edit the family's YAML file or pick another `model.family`."
 
 
 class TemplateError(ValueError):
@@ -73,6 +90,35 @@ class UnknownFamilyError(TemplateError):
 
 class TemplateMismatchError(TemplateError):
     """A family's text differs from what the tokenizer's chat template renders."""
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """A deliberate difference from the chat template: what the template renders before the
+    user's words (placeholders allowed), and why the family's pre-query differs from it."""
+
+    template_renders: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Thinking:
+    """A reasoning model's modes and how its reasoning is marked in the response text."""
+
+    modes: tuple[str, ...]  # values `generate.response.thinking` may take for this family
+    default: str
+    start: str = "<think>"
+    end: str = "</think>"
+    # mode -> extra arguments of the chat template (e.g. {"enable_thinking": false})
+    template_kwargs: Mapping[str, Mapping[str, Any]] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
+    # The generation prompt itself opens the reasoning (DeepSeek-R1: "<think>\n"), so the
+    # response text starts inside it.
+    opened_by_prompt: bool = False
+
+    def kwargs(self, mode: str) -> dict[str, Any]:
+        return dict(self.template_kwargs.get(mode, {}))
 
 
 @dataclass(frozen=True)
@@ -97,6 +143,18 @@ class Family:
     sanitize: bool = False
     # Jinja chat template for models whose tokenizer ships none (Vicuna); a tokenizer's own wins.
     chat_template: str | None = None
+    pre_query_deviation: Deviation | None = None
+    thinking: Thinking | None = None
+    date_format: str = "%d %b %Y"  # how `{today}` is written (Llama-3.2/3.3's "29 Nov 2026")
+    renderer: str = "chat_template"  # or "harmony" (gpt-oss)
+    # What ends a response when it differs from what ends an instruction; None = stop_strings.
+    response_stop_strings: tuple[str, ...] | None = None
+
+    @property
+    def response_stops(self) -> tuple[str, ...]:
+        return (
+            self.stop_strings if self.response_stop_strings is None else self.response_stop_strings
+        )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stop_strings", tuple(self.stop_strings))
@@ -105,6 +163,8 @@ class Family:
         )
         object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
         object.__setattr__(self, "models", tuple(self.models))
+        if self.response_stop_strings is not None:
+            object.__setattr__(self, "response_stop_strings", tuple(self.response_stop_strings))
         object.__setattr__(self, "system_prompts", MappingProxyType(dict(self.system_prompts)))
         if self.system_prompt_template is None:
             if self.system_prompts:
@@ -206,6 +266,18 @@ def _parse_family_file(path: Path) -> Family:
     for key in ("system_prompt_template", "follow_up_template", "chat_template"):
         data.setdefault(key, None)
         check(key, data[key] is None or (isinstance(data[key], str) and data[key]), "text or null")
+    data.setdefault("response_stop_strings", None)
+    check(
+        "response_stop_strings",
+        data["response_stop_strings"] is None or is_str_list(data["response_stop_strings"]),
+        "a list of non-empty strings or null",
+    )
+    data.setdefault("date_format", "%d %b %Y")
+    check("date_format", isinstance(data["date_format"], str), "a strftime format")
+    data.setdefault("renderer", "chat_template")
+    check("renderer", data["renderer"] in RENDERERS, f"one of {list(RENDERERS)}")
+    data["pre_query_deviation"] = _parse_deviation(path, data.get("pre_query_deviation"))
+    data["thinking"] = _parse_thinking(path, data.get("thinking"))
     data.setdefault("system_prompts", {})
     prompts = data["system_prompts"]
     check(
@@ -220,10 +292,72 @@ def _parse_family_file(path: Path) -> Family:
         raise TemplateError(f"{path}: {err}") from err
 
 
-def render_pre_query(family: Family, system_prompt_key: str | None = None) -> str:
-    """The pre-query text: the family default, or its system turn filled with a named prompt."""
+def _parse_deviation(path: Path, data: Any) -> Deviation | None:
+    if data is None:
+        return None
+    ok = (
+        isinstance(data, dict)
+        and set(data) == {"template_renders", "reason"}
+        and all(isinstance(v, str) and v.strip() for v in data.values())
+    )
+    if not ok:
+        raise TemplateError(
+            f"{path}: pre_query_deviation must be {{template_renders: <what the chat template"
+            " renders before the user's words>, reason: <why the pre-query differs>}, got"
+            f" {data!r}"
+        )
+    return Deviation(**data)
+
+
+def _parse_thinking(path: Path, data: Any) -> Thinking | None:
+    if data is None:
+        return None
+    allowed = {"modes", "default", "start", "end", "template_kwargs", "opened_by_prompt"}
+    ok = (
+        isinstance(data, dict)
+        and set(data) <= allowed
+        and isinstance(data.get("modes"), list)
+        and data["modes"]
+        and all(isinstance(m, str) for m in data["modes"])
+        and data.get("default") in data["modes"]
+        and isinstance(data.get("template_kwargs", {}), dict)
+        and set(data.get("template_kwargs", {})) <= set(data["modes"])
+        and all(isinstance(v, dict) for v in data.get("template_kwargs", {}).values())
+    )
+    if not ok:
+        raise TemplateError(
+            f"{path}: thinking must be {{modes: [..], default: <one of modes>, start, end,"
+            f" template_kwargs: {{<mode>: {{..}}}}, opened_by_prompt}} (quote on/off), got {data!r}"
+        )
+    kwargs = MappingProxyType(
+        {k: MappingProxyType(dict(v)) for k, v in data.get("template_kwargs", {}).items()}
+    )
+    return Thinking(
+        modes=tuple(data["modes"]),
+        default=data["default"],
+        start=data.get("start", "<think>"),
+        end=data.get("end", "</think>"),
+        template_kwargs=kwargs,
+        opened_by_prompt=bool(data.get("opened_by_prompt", False)),
+    )
+
+
+def fill_today(family: Family, text: str, today: datetime.date | None = None) -> str:
+    """`text` with `{today}` written as the family's template writes the date."""
+    if TODAY_PLACEHOLDER not in text:
+        return text
+    return text.replace(
+        TODAY_PLACEHOLDER, (today or datetime.date.today()).strftime(family.date_format)
+    )
+
+
+def render_pre_query(
+    family: Family, system_prompt_key: str | None = None, today: datetime.date | None = None
+) -> str:
+    """The pre-query text: the family default, or its system turn filled with a named prompt;
+    `{today}` is the run's date (`today`, default the current date)."""
     if system_prompt_key is None:
-        return family.pre_query_template
+        return fill_today(family, family.pre_query_template, today)
     if family.system_prompt_template is None:
         raise TemplateError(
             f"family {family.name!r}: its chat template has no system turn, so system prompt"
@@ -235,8 +369,9 @@ def render_pre_query(family: Family, system_prompt_key: str | None = None) -> st
             f"family {family.name!r} has no system prompt {system_prompt_key!r}; its system"
             f" prompts: {sorted(family.system_prompts)}"
         )
-    # str.replace, not format: prompts and templates may contain literal braces.
-    return family.system_prompt_template.replace(
+    # str.replace, not format: prompts and templates may contain literal braces; the date is
+    # filled in the template first, so a prompt's own text is never touched.
+    return fill_today(family, family.system_prompt_template, today).replace(
         SYSTEM_PROMPT_PLACEHOLDER, family.system_prompts[system_prompt_key]
     )
 
@@ -269,35 +404,8 @@ def render_follow_up_prompt(
     """
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     messages += [dict(m) for m in history]
-    messages.append({"role": "user", "content": _USER_SENTINEL})
-    return _render_prefix(tokenizer, messages)
-
-
-def validate_against_tokenizer(family: Family, tokenizer: Any) -> None:
-    """Raise `TemplateError` unless `family` produces the input `tokenizer`'s model expects.
-
-    Checks (a) every pre-query and the follow-up text against the chat template's own rendering,
-    when the tokenizer has one; (b) BOS handling of every pre-query under
-    `add_special_tokens=False`; (c) that stop strings which are special tokens have their ids in
-    the family's `stop_token_ids` (when it lists any).
-    """
-    pre_queries = {"pre-query": render_pre_query(family)}
-    for key in family.system_prompts:
-        pre_queries[f"system prompt {key!r}"] = render_pre_query(family, key)
-
-    if getattr(tokenizer, "chat_template", None):
-        _check_chat_template(family, tokenizer)
-    for what, text in pre_queries.items():
-        _check_bos(family, tokenizer, what, text)
-    if family.stop_token_ids:
-        for text in family.stop_strings:
-            token_id = _special_token_id(tokenizer, text)
-            if token_id is not None and token_id not in family.stop_token_ids:
-                raise TemplateError(
-                    f"family {family.name!r}: stop string {text!r} is token id {token_id} in this"
-                    f" tokenizer, but the family's stop_token_ids are"
-                    f" {list(family.stop_token_ids)}; the ids belong to another tokenizer. {_FIX}"
-                )
+    messages.append({"role": "user", "content": USER_SENTINEL})
+    return render_prefix(tokenizer, messages)
 
 
 def fit_chat_template(family: Family, tokenizer: Any) -> None:
@@ -317,17 +425,24 @@ def fit_chat_template(family: Family, tokenizer: Any) -> None:
     tokenizer.chat_template = family.chat_template
 
 
-def stop_token_ids_for(family: Family, tokenizer: Any) -> list[int]:
-    """The family's stop ids plus the ids of its stop strings that are special tokens here."""
-    ids = list(family.stop_token_ids)
-    for text in family.stop_strings:
-        token_id = _special_token_id(tokenizer, text)
+def stop_token_ids_for(
+    family: Family, tokenizer: Any, strings: Sequence[str] | None = None
+) -> list[int]:
+    """The family's stop ids plus the ids of its stop strings (or `strings`, e.g. its response
+    stops) that are special tokens here. With `strings`, the family's listed ids count only
+    where they stand for one of those strings."""
+    if strings is None:
+        strings, ids = family.stop_strings, list(family.stop_token_ids)
+    else:
+        ids = []
+    for text in strings:
+        token_id = special_token_id(tokenizer, text)
         if token_id is not None and token_id not in ids:
             ids.append(token_id)
     return ids
 
 
-def _render_prefix(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+def render_prefix(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     """The chat template's text before the last message's content (a sentinel)."""
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
     sentinel = messages[-1]["content"]
@@ -338,93 +453,7 @@ def _render_prefix(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     return text[: text.index(sentinel)]
 
 
-def _same_model_input(tokenizer: Any, ours: str, theirs: str) -> bool:
-    if ours == theirs:
-        return True
-    # e.g. legacy SentencePiece encodes "<s> [INST] " and "<s>[INST] " identically.
-    encode = functools.partial(tokenizer.encode, add_special_tokens=False)
-    return encode(ours) == encode(theirs)
-
-
-def _mismatch(family: Family, what: str, ours: str, theirs: str) -> TemplateMismatchError:
-    return TemplateMismatchError(
-        f"family {family.name!r}: {what} does not match the tokenizer's chat template\n"
-        f"  family YAML:   {ours!r}\n"
-        f"  chat template: {theirs!r}\n"
-        f"{_FIX}"
-    )
-
-
-def _check_chat_template(family: Family, tokenizer: Any) -> None:
-    user = {"role": "user", "content": _USER_SENTINEL}
-    theirs = _render_prefix(tokenizer, [user])
-    if not _same_model_input(tokenizer, family.pre_query_template, theirs):
-        raise _mismatch(family, "pre_query_template", family.pre_query_template, theirs)
-
-    if family.system_prompt_template is not None:
-        # A probe checks the system turn's shape even for a family without named prompts.
-        prompts = {"system_prompt_template": _SYSTEM_SENTINEL}
-        prompts.update({f"system prompt {k!r}": v for k, v in family.system_prompts.items()})
-        for what, prompt in prompts.items():
-            ours = family.system_prompt_template.replace(SYSTEM_PROMPT_PLACEHOLDER, prompt)
-            try:
-                theirs = _render_prefix(tokenizer, [{"role": "system", "content": prompt}, user])
-            except TemplateError:
-                raise
-            except Exception as err:  # templates reject a system role in their own ways
-                raise TemplateMismatchError(
-                    f"family {family.name!r}: the tokenizer's chat template cannot render a system"
-                    f" turn ({err}); set system_prompt_template: null and system_prompts: {{}}."
-                    f" {_FIX}"
-                ) from err
-            if not _same_model_input(tokenizer, ours, theirs):
-                raise _mismatch(family, what, ours, theirs)
-
-    if family.follow_up_template is not None:
-        conversation = [
-            {"role": "user", "content": "Hi"},
-            {"role": "assistant", "content": _ASSISTANT_SENTINEL},
-            user,
-        ]
-        rendered = _render_prefix(tokenizer, conversation)
-        # What follows the assistant's content: its end-of-turn text, then the follow-up.
-        between = rendered[rendered.index(_ASSISTANT_SENTINEL) + len(_ASSISTANT_SENTINEL) :]
-        if not between.endswith(family.follow_up_template):
-            raise _mismatch(
-                family,
-                "follow_up_template (text after an assistant turn, before the next user message)",
-                family.follow_up_template,
-                between,
-            )
-
-
-def _check_bos(family: Family, tokenizer: Any, what: str, text: str) -> None:
-    bos = tokenizer.bos_token_id
-    if bos is None:
-        return
-    ids = tokenizer.encode(text, add_special_tokens=False)
-    bos_text = getattr(tokenizer, "bos_token", None)
-    if ids[:2] == [bos, bos]:
-        raise TemplateError(
-            f"family {family.name!r}: {what} {text!r} starts with two BOS tokens (id {bos});"
-            f" write the BOS text once. {_FIX}"
-        )
-    if bos_text and text.startswith(bos_text) and ids[0] != bos:
-        raise TemplateError(
-            f"family {family.name!r}: {what} {text!r} starts with {bos_text!r}, but the tokenizer"
-            f" encodes it as {ids[:3]}..., not as the BOS token id {bos}. {_FIX}"
-        )
-    # A tokenizer that prepends BOS by default expects it; our engines turn that off, so the
-    # pre-query text itself must carry it.
-    if tokenizer.encode("a")[:1] == [bos] and ids[:1] != [bos]:
-        raise TemplateError(
-            f"family {family.name!r}: {what} {text!r} lacks the BOS token {bos_text!r}"
-            f" (id {bos}) that this tokenizer puts first; engines encode pre-queries with"
-            f" add_special_tokens=False, so the text must start with it. {_FIX}"
-        )
-
-
-def _special_token_id(tokenizer: Any, text: str) -> int | None:
+def special_token_id(tokenizer: Any, text: str) -> int | None:
     """The id of `text` when it is one special (control) token in this tokenizer, else None.
 
     Ordinary words that happen to be one token ("assistant") are not special: a stop id for them

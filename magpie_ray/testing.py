@@ -64,17 +64,27 @@ ANSWERS = [
 ]
 
 
-def synthetic_conversations(n: int, seed: int = 0) -> list[list[dict[str, str]]]:
+REASONINGS = [
+    "The user asks about {t}. A short, friendly answer with one fact is enough.",
+    "They want to know about {t}. I will keep it simple and clear.",
+    "This is a question about {t}. First the idea, then a small example.",
+]
+
+
+def synthetic_conversations(
+    n: int, seed: int = 0, thinking: bool = False
+) -> list[list[dict[str, str]]]:
+    """Two-turn chats about a topic; with `thinking`, every answer opens with a reasoning
+    between <think> and </think>, as Qwen3-style reasoning models write."""
     rng = random.Random(seed)
     convs = []
     for _ in range(n):
         t = rng.choice(TOPICS)
-        convs.append(
-            [
-                {"role": "user", "content": rng.choice(ASKS).format(t=t)},
-                {"role": "assistant", "content": rng.choice(ANSWERS).format(t=t, T=t.capitalize())},
-            ]
-        )
+        ask = rng.choice(ASKS).format(t=t)
+        answer = rng.choice(ANSWERS).format(t=t, T=t.capitalize())
+        if thinking:
+            answer = f"<think>\n{rng.choice(REASONINGS).format(t=t)}\n</think>\n\n{answer}"
+        convs.append([{"role": "user", "content": ask}, {"role": "assistant", "content": answer}])
     return convs
 
 
@@ -118,9 +128,12 @@ def build_tiny_chat_model(
     seed: int = 0,
     num_layers: int = 2,
     vocab_size: int | None = None,
+    thinking: bool = False,
 ) -> Path:
     """Train and save a tiny chat model with the tokenizer of `tokenizer_dir` (or, with
-    `vocab_size`, a small one of its own built from it); idempotent."""
+    `vocab_size`, a small one of its own built from it); with `thinking`, it reasons between
+    <think> markers before each answer (tokenizers whose chat template knows them: Qwen3);
+    idempotent."""
     out_dir = Path(out_dir)
     if (out_dir / "config.json").is_file():
         return out_dir
@@ -149,7 +162,7 @@ def build_tiny_chat_model(
     )
     model = LlamaForCausalLM(config)
     stream: list[int] = []
-    for conv in synthetic_conversations(400, seed):
+    for conv in synthetic_conversations(400, seed, thinking):
         text = tokenizer.apply_chat_template(conv, tokenize=False)
         stream.extend(tokenizer.encode(text, add_special_tokens=False))
     # Output rows of tokens the corpus never uses are zeroed (logit exactly 0), so the full

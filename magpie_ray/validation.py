@@ -3,7 +3,7 @@
 `validate_static(cfg)` collects every problem of a config (values out of range, missing model
 paths, recipes that cannot work) and raises one `ConfigError` listing them all; `advice(cfg)`
 lists settings that run but waste the hardware. Type and choice errors never get here: the
-schema (`config.py`) makes OmegaConf reject them at compose time. `pipeline.preflight` adds the
+schema (`config.py`) makes OmegaConf reject them at compose time. `preflight.py` adds the
 checks that need tokenizers and the cluster. This module sits above the steps it checks.
 """
 
@@ -22,6 +22,7 @@ from .config import (
     JudgeTask,
     PoolConfig,
     Step,
+    Thinking,
 )
 from .paths import model_source
 
@@ -91,6 +92,9 @@ def validate_static(cfg: Config) -> None:
                 f"[1, model.max_model_len={cfg.model.max_model_len})"
             )
     problems += _base_model_problems(cfg)
+    problems += _responder_problems(cfg)
+    if gen.response.thinking is not None:
+        problems += _choice_problem("generate.response.thinking", gen.response.thinking, Thinking)
     cl = cfg.cluster
     if cl.num_actors < 1:
         problems.append(f"cluster.num_actors={cl.num_actors}: must be >= 1")
@@ -265,6 +269,42 @@ def _base_model_problems(cfg: Config) -> list[str]:
         load_examples(base.examples_file)
     except ExamplesError as err:
         problems.append(f"generate.base.examples_file: {err}")
+    return problems
+
+
+def _responder_problems(cfg: Config) -> list[str]:
+    r = cfg.generate.responder
+    if r.path is None:
+        return []
+    problems = []
+    if model_source(r.path) == "missing":
+        problems.append(f"generate.responder.path={r.path} does not exist")
+    if not r.family:
+        problems.append(
+            "generate.responder.family is not set: name the responder's template family,"
+            " e.g. generate.responder.family=qwen3"
+        )
+    problems += _choice_problem("generate.responder.kind", r.kind, EngineKind)
+    if not 0 < cfg.generate.response.max_tokens < r.max_model_len:
+        problems.append(
+            f"generate.response.max_tokens={cfg.generate.response.max_tokens}: must be in"
+            f" [1, generate.responder.max_model_len={r.max_model_len})"
+        )
+    on_gpu = bool(cfg.cluster.gpus_per_actor)
+    if not on_gpu and r.kind == "vllm" and r.kv_cache_gib is None:
+        problems.append(
+            "generate.responder.kv_cache_gib is required on CPU actors: set e.g."
+            " generate.responder.kv_cache_gib=1"
+        )
+    shared = cfg.engine.gpu_memory_utilization + r.gpu_memory_utilization
+    if cfg.generate.base.path is not None:
+        shared += cfg.generate.base.gpu_memory_utilization
+    if on_gpu and shared >= 1:
+        problems.append(
+            f"generate.responder.gpu_memory_utilization={r.gpu_memory_utilization} +"
+            f" engine.gpu_memory_utilization={cfg.engine.gpu_memory_utilization} (+ the base"
+            " model's) >= 1: the engines share the actor's GPUs; lower one of them"
+        )
     return problems
 
 

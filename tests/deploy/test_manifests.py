@@ -12,7 +12,7 @@ import copy
 import pytest
 import yaml
 
-from magpie_ray.pipeline import check_resources
+from magpie_ray.preflight import check_resources
 from magpie_ray.validation import validate_static
 from tests.deploy import manifests as m
 from tests.deploy.kustomize import KustomizeError, json_patch, render

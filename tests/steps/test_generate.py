@@ -5,7 +5,7 @@ import pytest
 
 from magpie_ray.config import GenerateConfig, InstructionSampling, ResponseSampling
 from magpie_ray.steps.generate.row_pool import generate_rows
-from magpie_ray.steps.generate.rows import GENERATED_SCHEMA
+from magpie_ray.steps.generate.schema import GENERATED_SCHEMA
 from magpie_ray.steps.generate.seeds import make_seed_rows
 from magpie_ray.templates import load_family
 

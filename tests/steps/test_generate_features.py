@@ -17,12 +17,12 @@ from magpie_ray.config import (
 )
 from magpie_ray.engines.base import Completion
 from magpie_ray.steps.generate.row_pool import generate_rows
-from magpie_ray.steps.generate.rows import GENERATED_SCHEMA
 from magpie_ray.steps.generate.sampling import (
     banned_first_token_ids,
     instruction_specs,
     response_spec,
 )
+from magpie_ray.steps.generate.schema import GENERATED_SCHEMA
 from magpie_ray.steps.generate.seeds import make_seed_rows
 from magpie_ray.templates import TemplateError, load_family
 from magpie_ray.testing import ASKS

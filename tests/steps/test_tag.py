@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from magpie_ray.config import GuardConfig, RewardConfig
-from magpie_ray.steps.generate.rows import GENERATED_SCHEMA
+from magpie_ray.steps.generate.schema import GENERATED_SCHEMA
 from magpie_ray.steps.tag import judge
 from magpie_ray.steps.tag import step as tag
 from magpie_ray.steps.tag.reward import RewardScorer, load_scorer

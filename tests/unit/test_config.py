@@ -11,7 +11,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from magpie_ray.config import Config, ConfigError, register
-from magpie_ray.pipeline import check_resources, preflight
+from magpie_ray.preflight import check_resources, preflight
 from magpie_ray.templates import BUILTIN_DIR as TEMPLATES
 from magpie_ray.validation import advice, validate_static
 
@@ -336,6 +336,7 @@ def test_resources_the_cluster_cannot_hold_are_an_error():
         (["engine.kind=tgi"], "expected one of [vllm, hf]"),
     ],
 )
+@pytest.mark.cli
 def test_cli_rejects_bad_input_in_seconds(args, needle):
     proc = subprocess.run(
         [sys.executable, "-m", "magpie_ray", *args],

@@ -8,26 +8,29 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import os
 from pathlib import Path
 
 import pytest
 
 from magpie_ray.engines.tokens import chat_prompt_ids
+from magpie_ray.template_checks import validate_against_tokenizer
 from magpie_ray.templates import (
     Family,
     TemplateError,
     TemplateMismatchError,
     UnknownFamilyError,
+    fill_today,
     fit_chat_template,
     list_families,
     load_family,
     render_follow_up_prompt,
     render_pre_query,
     stop_token_ids_for,
-    validate_against_tokenizer,
     with_system_prompts,
 )
+from tests.helpers import npm_tokenizer
 
 REQUIRED_FAMILIES = {"llama3", "qwen2", "qwen2.5", "smollm2", "gemma2", "phi3", "mistral"}
 
@@ -57,11 +60,52 @@ GOLDEN_PRE_QUERIES = {
     "phi3": "<s> <|user|>\n",
     "phi3-small": "<|endoftext|><|user|>\n",
     "mistral": "<s> [INST] ",
+    "mistral-small-3": "<s>[INST]",
     "llama2-chat": "<s> [INST] ",
     # The reference omits "<s>" because vLLM prepended it; our engines do not, so it is written.
     "vicuna": "<s>" + VICUNA_SYSTEM + "\n\nUSER: ",
     "yi": "<|startoftext|><|im_start|>user\n",
     "deepseek-coder-v2": "<｜begin▁of▁sentence｜>User: ",
+    # families newer than the reference (REFERENCE.md, "Families newer than the reference")
+    "qwen3": "<|im_start|>user\n",
+    "qwen3-instruct-2507": "<|im_start|>user\n",
+    "gemma3": "<bos><start_of_turn>user\n",
+    "llama3.2": (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+        "Cutting Knowledge Date: December 2023\nToday Date: {today}\n\n<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\n"
+    ),
+    # the reference's choice for Llama-3.1/3.3 (a declared deviation from the template)
+    "llama3.3": "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n",
+    "llama4": "<|begin_of_text|><|header_start|>user<|header_end|>\n\n",
+    "deepseek-v3": "<｜begin▁of▁sentence｜><｜User｜>",
+    "deepseek-r1": "<｜begin▁of▁sentence｜><｜User｜>",
+    "phi4": "<|im_start|>user<|im_sep|>",
+    "smollm3": (
+        "<|im_start|>system\n## Metadata\n\nKnowledge Cutoff Date: June 2025\n"
+        "Today Date: {today}\nReasoning Mode: /think\n\n## Custom Instructions\n\n"
+        "You are a helpful AI assistant named SmolLM, trained by Hugging Face. Your role as an"
+        " assistant involves thoroughly exploring questions through a systematic thinking"
+        " process before providing the final precise and accurate solutions. This requires"
+        " engaging in a comprehensive cycle of analysis, summarizing, exploration, reassessment,"
+        " reflection, backtracking, and iteration to develop well-considered thinking process."
+        " Please structure your response into two main sections: Thought and Solution using the"
+        " specified format: <think> Thought section </think> Solution section. In the Thought"
+        " section, detail your reasoning process in steps. Each step should include detailed"
+        " considerations such as analysing questions, summarizing relevant findings,"
+        " brainstorming new ideas, verifying the accuracy of the current steps, refining any"
+        " errors, and revisiting previous steps. In the Solution section, based on various"
+        " attempts, explorations, and reflections from the Thought section, systematically"
+        " present the final solution that you deem correct. The Solution section should be"
+        " logical, accurate, and concise and detail necessary steps needed to reach the"
+        " conclusion.\n\n<|im_start|>user\n"
+    ),
+    "gpt-oss": (
+        "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\n"
+        "Knowledge cutoff: 2024-06\nCurrent date: {today}\n\nReasoning: medium\n\n# Valid"
+        " channels: analysis, commentary, final. Channel must be included for every message."
+        "<|end|><|start|>user<|message|>"
+    ),
 }
 
 # The official Llama-2-chat template (the npm llama2 package ships none).
@@ -114,21 +158,8 @@ def _asset_dir(*parts: str) -> Path:
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    """tokenizer(name) -> a loaded tokenizer, each loaded once per module."""
-    from transformers import AutoTokenizer
-
-    loaded = {}
-
-    def load(name: str):
-        if name not in loaded:
-            if name == "smollm2":
-                path = _asset_dir("models", "smollm2-135m-instruct")
-            else:
-                path = _asset_dir("tokenizers", name)
-            loaded[name] = AutoTokenizer.from_pretrained(path)
-        return loaded[name]
-
-    return load
+    """tokenizer(name) -> a real tokenizer, loaded once per session (tests.helpers)."""
+    return npm_tokenizer
 
 
 def _with_chat_template(tok, template: str | None):
@@ -156,11 +187,14 @@ def test_shipped_family_loads_and_renders(name):
     family = load_family(name)
     assert family.name == name
     assert family.stop_strings, "a family needs stop strings to end an instruction"
-    assert render_pre_query(family) == family.pre_query_template
+    day = datetime.date(2026, 11, 29)
+    rendered = render_pre_query(family, today=day)
+    assert rendered == fill_today(family, family.pre_query_template, day)
+    assert "{today}" not in rendered
     for key, prompt in family.system_prompts.items():
-        text = render_pre_query(family, key)
+        text = render_pre_query(family, key, day)
         assert prompt in text and "{system_prompt}" not in text
-        assert text != family.pre_query_template
+        assert text != rendered and "{today}" not in text
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN_PRE_QUERIES))

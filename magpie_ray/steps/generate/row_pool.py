@@ -21,7 +21,9 @@ from ... import templates
 from ...config import GenerateConfig
 from ...engines.base import Engine
 from .base_answers import BaseAnswerer
-from .rows import BatchResult, RowSteps, batch_result, generate_row, row_context
+from .chat_model import ChatModel, chat_model
+from .rows import RowSteps, batch_result, generate_row, row_context
+from .schema import BatchResult
 
 
 @dataclass(frozen=True)
@@ -126,15 +128,19 @@ def generate_rows(
     engine_kind: str,
     max_model_len: int,
     base: BaseAnswerer | None = None,
+    responder: ChatModel | None = None,
 ) -> BatchResult:
-    """Every turn of `rows` (seed rows); pure apart from the engine calls.
+    """Every turn of `rows` (seed rows) on `engine` (and `responder`, when another model
+    answers); pure apart from the engine calls.
 
     Rows advance side by side in a `RowPool`, each as soon as its last engine call is done, so
     a row's response is submitted the moment its instruction is done and the engine never waits
     for the slowest row of the batch. Optional row keys `response_max_tokens` and `ignore_eos`
     override the response sampling per row (benchmark workloads use them).
     """
-    ctx = row_context(engine, family, cfg, model_name, engine_kind, max_model_len, base)
+    thinking = cfg.response.thinking if responder is None else None
+    generator = chat_model(engine, family, model_name, engine_kind, max_model_len, thinking)
+    ctx = row_context(generator, cfg, base, responder)
     pool = RowPool()
     try:
         return batch_result(pool.run([generate_row(ctx, row) for row in rows]))

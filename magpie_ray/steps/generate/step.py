@@ -1,7 +1,7 @@
 """Generate step: every seed row through an engine actor pool on Ray Data, into `generated/`.
 
 Reads seed rows (`seeds.py`, deterministic from the run name). Writes `generated/` parts (the
-columns of `rows.GENERATED_SCHEMA`) and `dropped/generate/` parts (a reason per row, see
+columns of `schema.GENERATED_SCHEMA`) and `dropped/generate/` parts (a reason per row, see
 `rows.py`). Each engine actor loads its model once and serves every call of every row it gets
 through one `RowPool`; it writes a part file per call itself (atomically), holding the rows
 that finished for that call, so finished rows survive a crash of anything else. After each pass
@@ -20,22 +20,15 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from ... import templates
 from ...config import GenerateConfig
 from ...engines.base import EngineSettings, SamplingSpec
 from ...storage import DROPPED_SCHEMA, RunStore, part_name
 from ..actor_pools import engine_settings, map_with_actors, set_actor_start_retries
 from .base_answers import BaseAnswerer, load_examples
+from .chat_model import chat_model, prepare_generator_family, prepare_responder_family
 from .row_pool import RowPool
-from .rows import (
-    GENERATED_SCHEMA,
-    STEP,
-    BatchResult,
-    batch_result,
-    generate_row,
-    resolve_family,
-    row_context,
-)
+from .rows import batch_result, generate_row, row_context
+from .schema import GENERATED_SCHEMA, STEP, BatchResult
 from .seeds import make_seed_rows
 
 log = logging.getLogger(__name__)
@@ -52,15 +45,10 @@ class GenerateSettings:
     generate: GenerateConfig
     run_uri: str
     base_engine: EngineSettings | None = None  # the base model, when generate.base.path is set
-
-
-def prepare_family(settings: GenerateSettings, tokenizer) -> templates.Family:
-    family = resolve_family(
-        templates.load_family(settings.family_name, settings.template_dirs), settings.generate
-    )
-    templates.fit_chat_template(family, tokenizer)
-    templates.validate_against_tokenizer(family, tokenizer)
-    return family
+    # The responder, when generate.responder.path is set: its engine, family and recorded name.
+    responder_engine: EngineSettings | None = None
+    responder_family: str | None = None
+    responder_name: str = ""
 
 
 class GenerateActor:
@@ -71,24 +59,43 @@ class GenerateActor:
         from ...engines.tokens import load_tokenizer
 
         started = time.perf_counter()
-        # The template is checked against the tokenizer before the (slow) model load.
-        self.family = prepare_family(
-            settings, load_tokenizer(settings.engine.model_path, settings.engine.trust_remote_code)
-        )
+        s, cfg = settings, settings.generate
+        # Templates are checked against the tokenizers before the (slow) model loads.
+        tokenizer = load_tokenizer(s.engine.model_path, s.engine.trust_remote_code)
+        family, checked = prepare_generator_family(s.family_name, s.template_dirs, cfg, tokenizer)
+        responder_family = None
+        if s.responder_engine is not None:
+            responder_tokenizer = load_tokenizer(
+                s.responder_engine.model_path, s.responder_engine.trust_remote_code
+            )
+            responder_family = prepare_responder_family(
+                s.responder_family, s.template_dirs, cfg.response.thinking, responder_tokenizer
+            )
         self.settings = settings
-        self.engine = load_engine(settings.engine)
-        self.base = _load_base_answerer(settings) if settings.base_engine else None
-        self.store = RunStore(settings.run_uri)
-        s = settings
-        self.ctx = row_context(
+        self.engine = load_engine(s.engine)
+        self.base = _load_base_answerer(settings) if s.base_engine else None
+        generator = chat_model(
             self.engine,
-            self.family,
-            s.generate,
+            family,
             s.model_name,
             s.engine.kind,
             s.engine.max_model_len,
-            self.base,
+            thinking=cfg.response.thinking if responder_family is None else None,
+            deviation=checked.deviation,
         )
+        responder = None
+        if responder_family is not None:
+            responder = chat_model(
+                load_engine(s.responder_engine),
+                responder_family,
+                s.responder_name,
+                s.responder_engine.kind,
+                s.responder_engine.max_model_len,
+                thinking=cfg.response.thinking,
+            )
+        self.responder_engine = responder.engine if responder else None
+        self.store = RunStore(settings.run_uri)
+        self.ctx = row_context(generator, cfg, self.base, responder)
         self.pool = RowPool()
         # Rows already in the run's files when this actor started: a restarted actor's retried
         # calls are checked against them (see __call__). A first start needs no scan (its calls
@@ -129,10 +136,12 @@ class GenerateActor:
     def _stats(self, skipped: int, result: BatchResult, started: float) -> dict:
         load_seconds = 0.0 if self._reported_load else self.load_seconds
         self._reported_load = True
+        engines = [self.engine] + ([self.responder_engine] if self.responder_engine else [])
         return {
             "actor": [self.actor_key],
-            "engine_busy_seconds": [self.engine.busy_seconds],  # cumulative over the actor
-            "engine_steps": [self.engine.steps],
+            # cumulative over the actor; with a responder, both engines' time and steps
+            "engine_busy_seconds": [sum(e.busy_seconds for e in engines)],
+            "engine_steps": [sum(e.steps for e in engines)],
             "rows": [len(result.kept) + len(result.dropped)],
             "skipped": [skipped],
             "kept": [len(result.kept)],
@@ -201,7 +210,7 @@ def _load_base_answerer(settings: GenerateSettings):
 
 
 def settings_from(cfg) -> GenerateSettings:
-    m, e, base = cfg.model, cfg.engine, cfg.generate.base
+    m, e, base, responder = cfg.model, cfg.engine, cfg.generate.base, cfg.generate.responder
     scheduling = dict(
         max_num_seqs=e.max_num_seqs, enforce_eager=e.enforce_eager, hf_batch_size=e.hf_batch_size
     )
@@ -213,6 +222,13 @@ def settings_from(cfg) -> GenerateSettings:
             else None
         ),
         engine=engine_settings(e.kind, m, e, cfg.seed, **scheduling),
+        responder_engine=(
+            engine_settings(responder.kind, responder, responder, cfg.seed, **scheduling)
+            if responder.path is not None
+            else None
+        ),
+        responder_family=responder.family if responder.path is not None else None,
+        responder_name=responder.name or (responder.path or ""),
         family_name=m.family,
         template_dirs=tuple(cfg.template_dirs),
         model_name=m.name,

@@ -1,0 +1,152 @@
+"""Preflight: every check a run can make before any model loads, each naming the fix.
+
+`preflight(cfg)` checks the config (`validation.py`), the generator's template family against
+its tokenizer (declared deviations accepted with a note), the responder's family and thinking
+mode, and the tagging models' tokenizers; `check_resources` that each step's actor pools fit the
+cluster. A failed check raises `ConfigError` (the CLI exits 2); the returned `Preflight` lists
+what was checked and the notes worth telling the user (`python -m magpie_ray mode=check`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+
+from . import templates
+from .config import Config, ConfigError
+from .paths import model_source
+from .steps.generate.chat_model import prepare_generator_family, prepare_responder_family
+from .steps.tag.registry import enabled_model_taggers
+from .validation import validate_static
+
+
+@dataclass
+class Preflight:
+    checks: list[str] = field(default_factory=list)  # what passed, one line each
+    notes: list[str] = field(default_factory=list)  # worth telling the user; not errors
+
+
+def preflight(cfg: Config) -> Preflight:
+    """Every check that needs no model weights and no cluster; raises ConfigError. `cfg`'s
+    model paths must be resolved (`paths.resolve_paths`)."""
+    result = Preflight()
+    validate_static(cfg)
+    result.checks.append("config: values, paths and recipes")
+    if "generate" in cfg.steps:
+        check_generator(cfg, result)
+        if cfg.generate.responder.path is not None:
+            check_responder(cfg, result)
+    if "tag" in cfg.steps:
+        check_tagger_tokenizers(cfg, result)
+    return result
+
+
+def _tokenizer(path: str, trust_remote_code: bool):
+    from .engines.tokens import load_tokenizer
+
+    return load_tokenizer(path, trust_remote_code)
+
+
+def check_generator(cfg: Config, result: Preflight) -> None:
+    """The generator's family, engine and tokenizer (the generate step's model only)."""
+    if cfg.engine.kind == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ConfigError("engine=vllm but vllm is not installed here: install it or use engine=hf")
+    local = model_source(cfg.model.path) == "local"
+    tokenizer = _tokenizer(cfg.model.path, cfg.model.trust_remote_code) if local else None
+    try:
+        if tokenizer is None:  # a Hub id: the family alone (its tokenizer is on the cluster)
+            from .steps.generate.chat_model import resolve_family, thinking_mode
+
+            family = resolve_family(
+                templates.load_family(cfg.model.family, cfg.template_dirs), cfg.generate
+            )
+            if cfg.generate.responder.path is None:
+                thinking_mode(family, cfg.generate.response.thinking)
+            checked = None
+        else:
+            family, checked = prepare_generator_family(
+                cfg.model.family, cfg.template_dirs, cfg.generate, tokenizer
+            )
+    except templates.TemplateError as err:
+        where = f" vs {cfg.model.path}" if tokenizer is not None else ""
+        raise ConfigError(f"model.family={cfg.model.family}{where}: {err}") from err
+    if checked is None:
+        result.checks.append(
+            f"model.family={family.name}: loads; its tokenizer ({cfg.model.path}) is checked"
+            " where the model is"
+        )
+    else:
+        deviation = " (the default pre-query: a declared deviation)" if checked.deviation else ""
+        result.checks.append(
+            f"model.family={family.name} vs {cfg.model.path}: pre-query, system prompts,"
+            f" follow-up and stop ids match its chat template{deviation}"
+        )
+        result.notes.extend(checked.notes)
+
+
+def check_responder(cfg: Config, result: Preflight) -> None:
+    """A separate responder: its family, its thinking mode and its chat template."""
+    r = cfg.generate.responder
+    if model_source(r.path) != "local":
+        result.checks.append(f"generate.responder.path={r.path}: checked where the model is")
+        return
+    try:
+        family = prepare_responder_family(
+            r.family,
+            cfg.template_dirs,
+            cfg.generate.response.thinking,
+            _tokenizer(r.path, r.trust_remote_code),
+        )
+    except templates.TemplateError as err:
+        raise ConfigError(f"generate.responder.family={r.family} vs {r.path}: {err}") from err
+    result.checks.append(
+        f"generate.responder.family={family.name} vs {r.path}: answers from its chat template"
+    )
+
+
+def check_tagger_tokenizers(cfg: Config, result: Preflight) -> None:
+    """Tagging models that render chats need a chat template: checked on their tokenizers."""
+    for tagger in enabled_model_taggers(cfg):
+        model = getattr(cfg, tagger.name)
+        if not tagger.needs_chat_template or model_source(model.path) != "local":
+            continue
+        tokenizer = _tokenizer(model.path, model.trust_remote_code)
+        if not tokenizer.chat_template:
+            raise ConfigError(
+                f"{tagger.name}.path={model.path}: its tokenizer has no chat template, which the"
+                f" {tagger.name} pool renders conversations with; pick a chat model or add a"
+                " chat_template"
+            )
+        result.checks.append(f"{tagger.name}.path={model.path}: has a chat template")
+
+
+def check_resources(cfg: Config, available: dict) -> None:
+    """Each step's actor pools run at once, so each step's total must fit the cluster."""
+    cl = cfg.cluster
+    needs = {}
+    if "generate" in cfg.steps:
+        need = {"CPU": cl.num_actors * cl.cpus_per_actor, "GPU": cl.num_actors * cl.gpus_per_actor}
+        need.update({name: cl.num_actors * amount for name, amount in cl.actor_resources.items()})
+        needs["generate"] = (
+            need,
+            "cluster.num_actors, cluster.cpus_per_actor, cluster.gpus_per_actor or "
+            "cluster.actor_resources",
+        )
+    if "tag" in cfg.steps:
+        pools = [(t.name, getattr(cfg, t.name).pool) for t in enabled_model_taggers(cfg)]
+        need = {
+            "CPU": sum(p.num_actors * p.cpus_per_actor for _, p in pools) + cfg.tag.task_cpus,
+            "GPU": sum(p.num_actors * p.gpus_per_actor for _, p in pools),
+        }
+        keys = ", ".join(f"{name}.pool" for name, _ in pools)
+        needs["tag"] = (need, f"the pools' sizes ({keys}) or tag.task_cpus")
+    for step, (need, knobs) in needs.items():
+        short = {k: (v, available.get(k, 0)) for k, v in need.items() if v > available.get(k, 0)}
+        if short:
+            detail = ", ".join(
+                f"{k}: needs {n:g}, cluster has {h:g}" for k, (n, h) in short.items()
+            )
+            raise ConfigError(
+                f"the {step} step's actor pools cannot fit this cluster ({detail}); lower "
+                f"{knobs}, or set cluster.check_resources=false for an autoscaling cluster"
+            )

@@ -1,0 +1,205 @@
+"""A chat model as the generate step's rows use it: the prompts its format renders and how its
+answers are parsed, whatever the format (a chat template, or gpt-oss's harmony).
+
+The generator (`model`) writes instructions: its pre-queries and follow-up prompts come from
+here. The responder writes responses: the generator itself, or a second model
+(`generate.responder`); its response prompts carry the thinking mode's template arguments
+(Qwen3's `enable_thinking`) and its answers are split into reasoning and answer
+(`reasoning.py`, or the harmony channels). Renders and parses only; the engine samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from dataclasses import dataclass
+
+from ... import harmony, templates
+from ...config import GenerateConfig
+from ...engines.base import Completion, Engine
+from ...engines.tokens import TOKENIZER_LOCK, chat_prompt_ids, encode
+from ...reasoning import Reasoned, split_reasoning
+from ...template_checks import Checked, validate_against_tokenizer
+from .seeds import DEFAULT_SYSTEM_PROMPT
+
+
+@dataclass
+class ChatModel:
+    engine: Engine
+    family: templates.Family
+    name: str  # recorded as input_generator / output_generator
+    engine_kind: str
+    max_model_len: int
+    thinking: str | None  # the thinking mode in use; None: the family has none
+    stop_ids: tuple[int, ...]  # ids that end an instruction
+    response_stop_ids: tuple[int, ...]  # ids that end a response
+    deviation: str | None = None  # why the default pre-query differs from the chat template
+    # (system-prompt key, date) -> (pre-query text, ids): every row of a key shares them.
+    _pre_queries: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    @property
+    def harmony(self) -> bool:
+        return self.family.renderer == "harmony"
+
+    def pre_query(self, key: str | None, today: datetime.date) -> tuple[str, list[int]]:
+        """The pre-query of system prompt `key` (None: the family's default) on `today`."""
+        cache_key = (key, today)
+        if cache_key not in self._pre_queries:
+            if self.harmony:
+                prompt = self.family.system_prompts[key] if key else None
+                ids = harmony.pre_query_ids(self._effort, today, prompt)
+                text = harmony.decode(ids)
+            else:
+                text = templates.render_pre_query(self.family, key, today)
+                ids = encode(self.tokenizer, text)
+            self._pre_queries[cache_key] = (text, ids)
+        text, ids = self._pre_queries[cache_key]
+        return text, list(ids)
+
+    def response_prompt_ids(self, messages: list[dict[str, str]], today: datetime.date):
+        """Token ids of `messages` (ending with a user turn) ready for the answer."""
+        if self.harmony:
+            return harmony.response_prompt_ids(messages, self._effort, today)
+        kwargs = self.family.thinking.kwargs(self.thinking) if self.family.thinking else {}
+        return chat_prompt_ids(self.tokenizer, messages, **kwargs)
+
+    def follow_up_prompt_ids(
+        self, history: list[dict[str, str]], system: str | None, today: datetime.date
+    ) -> list[int]:
+        """Token ids that make the model write the next user turn after `history` (answers
+        only: earlier reasoning is left out, as chat templates do)."""
+        if self.harmony:
+            return harmony.follow_up_prompt_ids(history, self._effort, today, system)
+        with TOKENIZER_LOCK:
+            text = templates.render_follow_up_prompt(self.tokenizer, history, system)
+        return encode(self.tokenizer, text)
+
+    def parse(self, completion: Completion) -> Reasoned:
+        """The answer and, for a reasoning model, the reasoning of one sample."""
+        if self.harmony:
+            return harmony.parse_response(list(completion.token_ids))
+        thinking = self.family.thinking
+        if thinking is None:
+            return Reasoned(answer=completion.text.strip(), reasoning=None)
+        opened = thinking.opened_by_prompt and self.thinking != "off"
+        return split_reasoning(completion.text, thinking.start, thinking.end, opened)
+
+    @property
+    def _effort(self) -> str:
+        return self.thinking or "medium"
+
+
+def chat_model(
+    engine: Engine,
+    family: templates.Family,
+    name: str,
+    engine_kind: str,
+    max_model_len: int,
+    thinking: str | None = None,
+    deviation: str | None = None,
+) -> ChatModel:
+    """`family` on `engine`; `thinking` None = the family's default mode."""
+    tokenizer = engine.tokenizer
+    if family.renderer == "chat_template":
+        templates.fit_chat_template(family, tokenizer)
+    mode = thinking_mode(family, thinking)
+    stops = templates.stop_token_ids_for(family, tokenizer)
+    if family.renderer == "harmony":
+        response_stops = harmony.response_stop_ids()
+    else:
+        response_stops = templates.stop_token_ids_for(family, tokenizer, family.response_stops)
+    return ChatModel(
+        engine=engine,
+        family=family,
+        name=name,
+        engine_kind=engine_kind,
+        max_model_len=max_model_len,
+        thinking=mode,
+        stop_ids=tuple(stops),
+        response_stop_ids=tuple(response_stops),
+        deviation=deviation,
+    )
+
+
+def thinking_mode(family: templates.Family, requested: str | None) -> str | None:
+    """The mode a family answers in: `requested` if it supports it, its default when None;
+    raises `TemplateError` (naming the modes it has) otherwise."""
+    if family.thinking is None:
+        if requested not in (None, "off"):
+            raise templates.TemplateError(
+                f"family {family.name!r} has no thinking modes, so generate.response.thinking="
+                f"{requested} cannot work; leave it unset (or off)"
+            )
+        return None
+    if requested is None:
+        return family.thinking.default
+    if str(requested) not in family.thinking.modes:
+        raise templates.TemplateError(
+            f"family {family.name!r} answers with thinking in {list(family.thinking.modes)},"
+            f" not {requested}: set generate.response.thinking to one of them (or leave it unset"
+            f" for {family.thinking.default})"
+        )
+    return str(requested)
+
+
+def prepare_generator_family(
+    name: str, template_dirs, cfg, tokenizer
+) -> tuple[templates.Family, Checked]:
+    """The generator's family with the run's custom prompts, checked against its tokenizer
+    before any model loads; raises `TemplateError` with the fix."""
+    family = resolve_family(templates.load_family(name, template_dirs), cfg)
+    if cfg.responder.path is None:
+        thinking_mode(family, cfg.response.thinking)
+    if family.renderer == "harmony":
+        return family, check_harmony_family(family)
+    templates.fit_chat_template(family, tokenizer)
+    return family, validate_against_tokenizer(family, tokenizer)
+
+
+def prepare_responder_family(name: str, template_dirs, thinking, tokenizer) -> templates.Family:
+    """The responder's family: responses are rendered by its chat template (or harmony), in a
+    thinking mode it supports; raises `TemplateError` with the fix."""
+    family = templates.load_family(name, template_dirs)
+    thinking_mode(family, thinking)
+    if family.renderer == "chat_template":
+        templates.fit_chat_template(family, tokenizer)
+    return family
+
+
+def check_harmony_family(family: templates.Family, today: datetime.date | None = None) -> Checked:
+    """A harmony family's pre-query text against what openai-harmony renders (reasoning effort
+    of its default mode, `today`'s date)."""
+    today = today or datetime.date.today()
+    effort = family.thinking.default if family.thinking else "medium"
+    for key in (None, *family.system_prompts):
+        prompt = family.system_prompts[key] if key else None
+        theirs = harmony.decode(harmony.pre_query_ids(effort, today, prompt))
+        ours = templates.render_pre_query(family, key, today)
+        if ours != theirs:
+            what = f"system prompt {key!r}" if key else "pre_query_template"
+            raise templates.TemplateMismatchError(
+                f"family {family.name!r}: {what} does not match what openai-harmony renders\n"
+                f"  family YAML: {ours!r}\n  harmony:     {theirs!r}\n{templates.FIX}"
+            )
+    return Checked()
+
+
+def resolve_family(family: templates.Family, cfg: GenerateConfig) -> templates.Family:
+    """`family` with the run's custom system prompts; raises `TemplateError` when the domain
+    mixture names a prompt the family lacks, or any prompt for a family without a system turn,
+    or when multi-turn is asked of a family without a follow-up template."""
+    family = templates.with_system_prompts(family, cfg.custom_system_prompts)
+    for key in cfg.system_prompts:
+        if key != DEFAULT_SYSTEM_PROMPT:
+            templates.render_pre_query(family, key)
+    if cfg.num_turns > 1 and family.follow_up_template is None:
+        raise templates.TemplateError(
+            f"family {family.name!r} has no follow_up_template, so generate.num_turns"
+            f"={cfg.num_turns} cannot work; set generate.num_turns=1 or add the template to the"
+            " family's YAML"
+        )
+    return family
