@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import Config, ConfigError, Mode, register
 from .paths import is_uri, resolve_paths
+from .redact import redacted
 from .validation import advice
 
 # Set by Ray's job supervisor for an entrypoint started with `ray job submit`.
@@ -62,7 +63,10 @@ def main(dcfg: DictConfig) -> None:
         _resolve_output_dir(cfg)
         for note in advice(cfg):
             print(f"magpie_ray: note: {note}", file=sys.stderr)
-        result = pipeline.run(cfg, config_yaml=OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        # The run uses the real actor_env; the config.yaml it writes (published with the data)
+        # holds credential-like values redacted.
+        config_yaml = OmegaConf.to_yaml(OmegaConf.structured(redacted(cfg)))
+        result = pipeline.run(cfg, config_yaml=config_yaml)
     except ConfigError as err:
         print(f"magpie_ray: error: {err}", file=sys.stderr)
         sys.exit(2)

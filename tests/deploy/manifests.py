@@ -24,6 +24,15 @@ KUBERAY = REPO / "deploy" / "kuberay"
 CRDS = Path(__file__).resolve().parent / "crds"
 KUBERNETES_VERSION = "1.37.0"  # the newest schema set kubernetes-validate 1.37.0 ships
 ENTRYPOINT_ANNOTATION = "magpie-ray/example-entrypoint"
+# Ray token auth: the Secret every shipped manifest names in authOptions.secretName, the key
+# KubeRay reads the token from (ray-operator utils/constant.go, RAY_AUTH_TOKEN_SECRET_KEY), and
+# the annotation by which a manifest without token auth says why it needs none.
+AUTH_SECRET = "ray-auth-token"
+AUTH_SECRET_KEY = "auth_token"
+AUTH_EXEMPTION_ANNOTATION = "magpie-ray/no-token-auth-because"
+# Set by KubeRay from authOptions; KubeRay leaves a variable a container already sets alone, so
+# one set by hand would override what authOptions asks for.
+KUBERAY_AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 # The CRDs are 2 MB of YAML: libyaml reads them in under a second, pure Python in 15.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -116,6 +125,45 @@ def pod_templates(doc: dict) -> Iterator[tuple[str, dict]]:
         yield f"worker group {group['groupName']}", group["template"]
     if doc["kind"] == "RayJob" and "submitterPodTemplate" in doc["spec"]:
         yield "submitter", doc["spec"]["submitterPodTemplate"]
+
+
+def auth_problems(doc: dict) -> list[str]:
+    """Why `doc` is not locked with Ray token auth from a Secret; empty when it is (authOptions
+    `mode: token` with a `secretName`, no container setting the auth variables itself), or when
+    it has no token auth and its AUTH_EXEMPTION_ANNOTATION says why (a throwaway local dev
+    cluster). An exemption on a manifest that has token auth is a problem too (it misleads)."""
+    where = "spec.rayClusterSpec" if doc["kind"] == "RayJob" else "spec"
+    auth = cluster_spec(doc).get("authOptions") or {}
+    reason = str((doc["metadata"].get("annotations") or {}).get(AUTH_EXEMPTION_ANNOTATION, ""))
+    # KubeRay turns auth on only for an explicit `mode: token` (utils.IsAuthEnabled).
+    if auth.get("mode") != "token":
+        if reason.strip():
+            return []
+        return [
+            f"{where}.authOptions is {auth or 'missing'}: without token auth anyone who reaches"
+            f" port 8265 runs code on this cluster. Set {where}.authOptions to {{mode: token,"
+            f" secretName: {AUTH_SECRET}}}, or, for a cluster that needs none (a throwaway"
+            f" local dev cluster), say why in metadata.annotations[{AUTH_EXEMPTION_ANNOTATION}]"
+        ]
+    problems = []
+    if not auth.get("secretName"):
+        problems.append(
+            f"{where}.authOptions.secretName is not set: name the Secret that holds the token"
+            f" (key {AUTH_SECRET_KEY}), e.g. {AUTH_SECRET}, so clients can read it"
+        )
+    if reason:
+        problems.append(
+            f"annotation {AUTH_EXEMPTION_ANNOTATION} on a manifest with token auth: remove it"
+        )
+    for name, template in pod_templates(doc):
+        for c in template["spec"]["containers"]:
+            hand_set = sorted({e["name"] for e in c.get("env", [])} & set(KUBERAY_AUTH_ENV))
+            if hand_set:
+                problems.append(
+                    f"{name}/{c['name']} sets {hand_set} itself: leave them to KubeRay, which"
+                    " sets them from authOptions and never overrides a container's own"
+                )
+    return problems
 
 
 def quantity(value) -> float:

@@ -1,8 +1,9 @@
 """KubeRay manifests: every manifest and every rendered kustomization (bases and overlays) is
 valid against the KubeRay CRD schemas and the core Kubernetes schemas, and means what the
-deployment guide says: CPU-only heads, GPU requests equal to limits, /dev/shm in memory, the HF
-token from a Secret, RayJobs that clean up, retry and write to object storage, and entrypoints
-whose Hydra overrides compose against conf/ into a job whose actor pool fits its cluster.
+deployment guide says: Ray token auth from a Secret (or an annotation saying why a cluster needs
+none), CPU-only heads, GPU requests equal to limits, /dev/shm in memory, the HF token from a
+Secret, RayJobs that clean up, retry and write to object storage, and entrypoints whose Hydra
+overrides compose against conf/ into a job whose actor pool fits its cluster.
 """
 
 from __future__ import annotations
@@ -88,6 +89,69 @@ def test_validation_rejects_typos_and_wrong_types():
     template = copy.deepcopy(job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"])
     template["spec"]["containers"][0]["volumeMount"] = []
     assert m.core_errors("PodTemplate", {"metadata": {"name": "x"}, "template": template})
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_token_auth_is_on_from_the_guides_secret(doc):
+    problems = m.auth_problems(doc)
+    assert not problems, "\n".join(problems)
+    # Every shipped manifest, overlays included, keeps it: none uses the exemption.
+    assert m.cluster_spec(doc)["authOptions"] == {"mode": "token", "secretName": m.AUTH_SECRET}
+
+
+def test_a_manifest_without_token_auth_fails_unless_an_overlay_says_why(tmp_path):
+    (cluster,) = RENDERED["deploy/kuberay/raycluster"]
+    (job,) = RENDERED["deploy/kuberay/rayjob"]
+    open_job = json_patch(job, [{"op": "remove", "path": "/spec/rayClusterSpec/authOptions"}])
+    assert any(m.AUTH_EXEMPTION_ANNOTATION in p for p in m.auth_problems(open_job))
+    disabled = json_patch(
+        cluster, [{"op": "replace", "path": "/spec/authOptions/mode", "value": "disabled"}]
+    )
+    assert any("port 8265" in p for p in m.auth_problems(disabled))
+    no_secret = json_patch(cluster, [{"op": "remove", "path": "/spec/authOptions/secretName"}])
+    assert any("secretName" in p for p in m.auth_problems(no_secret))
+    hand_set = json_patch(
+        cluster,
+        [
+            {
+                "op": "add",
+                "path": "/spec/headGroupSpec/template/spec/containers/0/env/-",
+                "value": {"name": "RAY_AUTH_MODE", "value": "disabled"},
+            }
+        ],
+    )
+    assert any("RAY_AUTH_MODE" in p for p in m.auth_problems(hand_set))
+
+    # An overlay that drops auth and says why, as a throwaway local dev cluster would.
+    annotation = m.AUTH_EXEMPTION_ANNOTATION.replace("/", "~1")
+    exempt = [
+        {"op": "remove", "path": "/spec/authOptions"},
+        {
+            "op": "add",
+            "path": f"/metadata/annotations/{annotation}",
+            "value": "kind cluster on a laptop, port 8265 never leaves localhost",
+        },
+    ]
+    (tmp_path / "exempt.yaml").write_text(yaml.safe_dump(exempt))
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [str(m.KUBERAY / "raycluster")],
+                "patches": [
+                    {"path": "exempt.yaml", "target": {"kind": "RayCluster", "name": "magpie-ray"}}
+                ],
+            }
+        )
+    )
+    (dev,) = render(tmp_path)
+    assert "authOptions" not in dev["spec"] and m.auth_problems(dev) == []
+    assert not m.crd_errors(dev), "the exemption is an annotation KubeRay accepts"
+    silent = json_patch(
+        dev, [{"op": "replace", "path": f"/metadata/annotations/{annotation}", "value": " "}]
+    )
+    assert m.auth_problems(silent), "an empty reason is no reason"
+    stale = json_patch(cluster, [exempt[1]])
+    assert any("remove it" in p for p in m.auth_problems(stale))
 
 
 @pytest.mark.parametrize("doc", DOCS)

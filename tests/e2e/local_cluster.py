@@ -5,6 +5,10 @@ never `ray stop`, which would end every Ray on the machine.
 Every process a cluster starts inherits MAGPIE_RAY_TEST_CLUSTER=<head temp dir>, and every node's
 temp dir lies under the head's, so teardown finds them all by that marker, by the temp dir in
 their command lines, or as descendants of those.
+
+Clusters run with RAY_AUTH_MODE=disabled unless started with an `auth_token`: then in token mode,
+every process of the cluster holding the token in RAY_AUTH_TOKEN (as KubeRay's authOptions sets
+up every Ray container), and clients must send it (`client_env`, `auth_headers`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +43,7 @@ class Cluster:
     dashboard_url: str
     gcs_address: str
     env: dict[str, str]
+    auth_token: str | None = None  # set: the cluster runs in token-auth mode with this token
 
 
 def free_ports(count: int) -> list[int]:
@@ -73,12 +79,25 @@ def free_port_range(size: int) -> tuple[int, int]:
     raise RuntimeError(f"no run of {size} free ports found")
 
 
-def cluster_env(temp_dir: Path) -> dict[str, str]:
-    """This process's env (HOME, MAGPIE_RAY_CACHE...) less RAY_ADDRESS, plus the engine settings
-    of conftest: the job's driver and actors inherit them from the raylet."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+def _without_ray_auth_and_address(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k != "RAY_ADDRESS" and not k.startswith("RAY_AUTH_")}
+
+
+def auth_env(auth_token: str | None) -> dict[str, str]:
+    """RAY_AUTH_* of a process that holds `auth_token` (token mode), or of one in a cluster
+    without auth."""
+    if auth_token is None:
+        return {"RAY_AUTH_MODE": "disabled"}
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": auth_token}
+
+
+def cluster_env(temp_dir: Path, auth_token: str | None = None) -> dict[str, str]:
+    """This process's env (HOME, MAGPIE_RAY_CACHE...) less RAY_ADDRESS and RAY_AUTH_*, plus the
+    auth mode (`auth_env`) and the engine settings of conftest: the job's driver and actors
+    inherit them from the raylet."""
+    env = _without_ray_auth_and_address(os.environ)
+    env.update(auth_env(auth_token))
     env.update(
-        RAY_AUTH_MODE="disabled",
         OMP_NUM_THREADS="1",
         VLLM_ENABLE_V1_MULTIPROCESSING="0",
         HF_HUB_OFFLINE="1",
@@ -130,16 +149,19 @@ def start_head(
     num_cpus: int = 2,
     resources: dict[str, float] | None = None,
     extra_env: dict[str, str] | None = None,
+    auth_token: str | None = None,
 ) -> Cluster:
     """`ray start --head` with its own temp dir and ports; `extra_env` reaches every process of
-    the cluster, jobs included. Stop it with `teardown`."""
+    the cluster, jobs included; with `auth_token`, in token-auth mode with that token. Stop it
+    with `teardown`."""
     temp_dir = Path(tempfile.mkdtemp(prefix="mr-", dir="/tmp"))
     gcs, dashboard, client = free_ports(3)
     cluster = Cluster(
         temp_dir=temp_dir,
         dashboard_url=f"http://127.0.0.1:{dashboard}",
         gcs_address=f"127.0.0.1:{gcs}",
-        env={**cluster_env(temp_dir), **(extra_env or {})},
+        env={**cluster_env(temp_dir, auth_token), **(extra_env or {})},
+        auth_token=auth_token,
     )
     try:
         _ray_start(
@@ -251,27 +273,56 @@ def teardown(cluster: Cluster) -> None:
     )
 
 
-def submit(cluster: Cluster, overrides: list[str]) -> str:
-    """`ray job submit --no-wait` of `python -m magpie_ray` with the repo as working dir."""
+def client_env(cluster: Cluster, auth: Mapping[str, str]) -> dict[str, str]:
+    """The env of a shell that talks to the cluster from outside: the cluster's env without its
+    RAY_AUTH_* (a client holds only what it was given), plus `auth`."""
+    return {**_without_ray_auth_and_address(cluster.env), **auth}
+
+
+def auth_headers(cluster: Cluster) -> dict[str, str]:
+    """HTTP headers that carry the cluster's token, for a client in this process (whose own
+    RAY_AUTH_MODE conftest keeps disabled)."""
+    return {"Authorization": f"Bearer {cluster.auth_token}"} if cluster.auth_token else {}
+
+
+def job_submit(
+    cluster: Cluster, overrides: list[str], env: Mapping[str, str], flags: Sequence[str] = ()
+) -> tuple[str, subprocess.CompletedProcess]:
+    """`ray job submit FLAGS --working-dir REPO --submission-id ID --no-wait -- python -m
+    magpie_ray OVERRIDES` run with `env`, as is: (submission id, the finished CLI). `flags`
+    default to `--address <the head's dashboard>`."""
     submission_id = f"magpie-{uuid.uuid4().hex[:8]}"
     cmd = [
         str(RAY), "job", "submit",
-        "--address", cluster.dashboard_url,
+        *(flags or ["--address", cluster.dashboard_url]),
         "--working-dir", str(REPO),
         "--submission-id", submission_id,
         "--no-wait",
         "--", "python", "-m", "magpie_ray", *overrides,
     ]  # fmt: skip
-    done = subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(cmd, env=dict(env), capture_output=True, text=True, timeout=120)
+    return submission_id, done
+
+
+def submit(cluster: Cluster, overrides: list[str]) -> str:
+    """`ray job submit --no-wait` of `python -m magpie_ray` with the repo as working dir, from a
+    client holding the cluster's token when it has one; fails the test if it is refused."""
+    env = client_env(cluster, auth_env(cluster.auth_token))
+    submission_id, done = job_submit(cluster, overrides, env)
     assert done.returncode == 0, f"`ray job submit` failed:\n{done.stdout}\n{done.stderr}"
     return submission_id
 
 
-def wait_for_job(cluster: Cluster, submission_id: str) -> tuple[str, str]:
-    """(final status, logs) once the job is SUCCEEDED, FAILED or STOPPED."""
+def job_client(cluster: Cluster):
+    """Ray's JobSubmissionClient for the cluster, with its token when it has one."""
     from ray.job_submission import JobSubmissionClient
 
-    client = JobSubmissionClient(cluster.dashboard_url)
+    return JobSubmissionClient(cluster.dashboard_url, headers=auth_headers(cluster))
+
+
+def wait_for_job(cluster: Cluster, submission_id: str) -> tuple[str, str]:
+    """(final status, logs) once the job is SUCCEEDED, FAILED or STOPPED."""
+    client = job_client(cluster)
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while True:
         status = client.get_job_status(submission_id)

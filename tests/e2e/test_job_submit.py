@@ -1,5 +1,9 @@
-"""`ray job submit` end to end: a real Ray head started with `ray start`, the repo uploaded as the
-job's working dir, `python -m magpie_ray` run as the entrypoint against the tiny model.
+"""`ray job submit` end to end, the secure way deploy/README.md tells it: a real Ray head started
+with `ray start` in token-auth mode, its token made by the guide's own command, the guide's
+exports and `ray job submit` line (address and Hydra overrides swapped for the local head and
+the tiny model, `--working-dir` added: this head has no image with the package). Without the
+token, or with a wrong one, the submission is refused and no job exists; with it the job
+succeeds, writes every row, and leaves no secret in its run folder.
 
 The cluster is this module's own (free ports, its own short temp dir; tests/e2e/local_cluster.py)
 and teardown ends only the processes that cluster started.
@@ -7,24 +11,72 @@ and teardown ends only the processes that cluster started.
 
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
+from magpie_ray.redact import REDACTED
 from magpie_ray.steps.generate.seeds import row_uuid
-from tests.e2e.local_cluster import Cluster, start_head, submit, teardown, wait_for_job
+from tests.deploy import guide
+from tests.e2e.local_cluster import (
+    VENV_BIN,
+    Cluster,
+    client_env,
+    job_client,
+    job_submit,
+    start_head,
+    submit,
+    teardown,
+    wait_for_job,
+)
 from tests.helpers import read_parts, run_uuids
 
 NUM_SAMPLES = 8
+# A credential planted in the job's actor_env: the run must use it and never write it down.
+PLANTED_NAME, PLANTED_VALUE = "MAGPIE_TEST_API_KEY", "planted-0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+
+
+def guide_token() -> str:
+    """A token made by the command the guide stores in the Secret (deploy/README.md, section 2),
+    run by bash with this virtualenv's python first on PATH."""
+    made = subprocess.run(
+        ["bash", "-c", guide.team_submit().token_command()],
+        env={"PATH": f"{VENV_BIN}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    token = made.stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", token), f"the guide's token command made {token!r}"
+    return token
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    cluster = start_head(num_cpus=2)
+    cluster = start_head(num_cpus=2, auth_token=guide_token())
     try:
         yield cluster
     finally:
         teardown(cluster)
+
+
+def guide_submit(cluster: Cluster, overrides: list[str], token: str | None):
+    """The guide's `ray job submit` from a shell that ran the guide's exports with `token` as
+    the Secret's content (None: a shell that never ran them)."""
+    team = guide.team_submit()
+    auth = {}
+    if token is not None:
+        for name, value in team.exports.items():
+            # The one export the test cannot run: it reads the Secret from Kubernetes.
+            auth[name] = token if name == "RAY_AUTH_TOKEN" else value
+            assert "$(" not in auth[name], f"the test cannot run `export {name}={value}`"
+    flags = team.submit_flags()
+    assert flags[flags.index("--address") + 1].startswith("http://localhost:")
+    flags[flags.index("--address") + 1] = cluster.dashboard_url
+    return job_submit(cluster, overrides, client_env(cluster, auth), flags)
 
 
 def job_overrides(model_path: Path, output_dir: str) -> list[str]:
@@ -48,9 +100,30 @@ def uploaded_working_dirs(cluster: Cluster) -> list[Path]:
     return [p for p in cluster.temp_dir.glob(root) if p.is_dir()]
 
 
-def test_job_submit_writes_every_row(ray_cluster, tiny_model_path, tmp_path):
+def test_guide_submit_is_refused_without_the_token_and_writes_every_row_with_it(
+    ray_cluster, tiny_model_path, tmp_path
+):
     output_dir = tmp_path / "out"
-    submission_id = submit(ray_cluster, job_overrides(tiny_model_path, str(output_dir)))
+    overrides = [
+        *job_overrides(tiny_model_path, str(output_dir)),
+        f"+cluster.actor_env.{PLANTED_NAME}={PLANTED_VALUE}",
+    ]
+    refused = set()
+    for token, answer in [(None, "Authentication required"), ("0" * 64, "Authentication failed")]:
+        submission_id, done = guide_submit(ray_cluster, overrides, token)
+        output = done.stdout + done.stderr
+        assert done.returncode != 0 and answer in output, (
+            f"a submission with token {token!r} must be refused ({answer}); it exited "
+            f"{done.returncode}:\n{output}"
+        )
+        refused.add(submission_id)
+    jobs = {job.submission_id for job in job_client(ray_cluster).list_jobs()}
+    assert not jobs & refused, f"refused submissions created jobs: {jobs & refused}"
+
+    submission_id, done = guide_submit(ray_cluster, overrides, ray_cluster.auth_token)
+    assert done.returncode == 0, (
+        f"`ray job submit` with the token failed:\n{done.stdout}\n{done.stderr}"
+    )
     status, logs = wait_for_job(ray_cluster, submission_id)
     assert status == "SUCCEEDED", f"job {submission_id} ended {status}; its logs:\n{logs}"
     assert "rows written:" in logs, f"the job printed no run summary; its logs:\n{logs}"
@@ -68,6 +141,16 @@ def test_job_submit_writes_every_row(ray_cluster, tiny_model_path, tmp_path):
         assert row["instruction"].strip(), f"empty instruction in kept row {row['uuid']}"
         assert row["response"].strip(), f"empty response in kept row {row['uuid']}"
         assert row["model"] == "tiny-chat", row
+
+    # No secret in the run folder (published with the data): the planted credential is written
+    # redacted, and neither it nor the cluster's token is in any file.
+    written = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert written["cluster"]["actor_env"][PLANTED_NAME] == REDACTED, written["cluster"]
+    assert written["cluster"]["actor_env"]["OMP_NUM_THREADS"] == "1", "non-secrets stay"
+    for path in (p for p in run_dir.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        for secret in (PLANTED_VALUE, ray_cluster.auth_token):
+            assert secret.encode() not in data, f"{path} holds a secret"
 
     # The upload honours .gitignore: the package, not the virtualenv or old outputs.
     packages = uploaded_working_dirs(ray_cluster)
