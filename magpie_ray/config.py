@@ -59,6 +59,11 @@ class Thinking(StrEnum):
     high = "high"
 
 
+class SanitizerRules(StrEnum):
+    ours = "ours"  # sanitize.py: deletes labels, numbering and leaked answers only
+    reference = "reference"  # the reference's truncation to one question or line (parity)
+
+
 class IndexKind(StrEnum):
     auto = "auto"  # flat up to dedup.exact_max_rows, ivf beyond
     flat = "flat"
@@ -125,7 +130,25 @@ class InstructionSampling:
     grid: list[DecodingCell] = field(default_factory=list)
     # None = the family's default (its YAML keys of the same names).
     sanitize: bool | None = None  # clean labels, numbering and leaked answers (sanitize.py)
+    # which rules sanitize: ours, or the reference's truncation (sanitize_reference.py)
+    sanitizer: SanitizerRules = SanitizerRules.ours
     banned_first_token_prefixes: list[str] | None = None  # e.g. ["#"]: no markdown header first
+    # "Flaming tokens" (the reference's Qwen2.5-Math script): the first token's logits are
+    # divided by this factor, i.e. it samples at temperature x factor; None = off.
+    flaming_tokens: float | None = None
+
+
+@dataclass
+class FollowUpSampling:
+    """Sampling of follow-up instructions (turns 2..N), apart from the first turn's: the
+    reference samples them at T=1, top_p=1, without sanitizer, first-token ban or grid cell."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    max_tokens: int | None = None  # None = generate.instruction.max_tokens
+    sanitize: bool = False
+    banned_first_token_prefixes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -135,6 +158,7 @@ class ResponseSampling:
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = 4096
+    repetition_penalty: float = 1.0  # vLLM's: > 1 discourages tokens already in prompt or answer
     # A reasoning model's mode (Qwen3: on/off, DeepSeek-R1: on, gpt-oss: low/medium/high);
     # None = the family's default. Reasoning goes to `response_reasoning`, never `response`.
     thinking: Thinking | None = None
@@ -206,6 +230,7 @@ class GenerateConfig:
     max_passes: int = 3
     instruction: InstructionSampling = field(default_factory=InstructionSampling)
     response: ResponseSampling = field(default_factory=ResponseSampling)
+    follow_up: FollowUpSampling = field(default_factory=FollowUpSampling)
     preference: PreferenceSampling = field(default_factory=PreferenceSampling)
     base: BaseModelConfig = field(default_factory=BaseModelConfig)
     responder: ResponderConfig = field(default_factory=ResponderConfig)
@@ -348,7 +373,7 @@ class Condition:
     """One filter predicate: a row is kept when `<column> <op> <value>` holds; null never does.
 
     ops: > >= < <= == != (ordinal on input_quality / difficulty labels), in, not_in,
-    not_endswith (strings).
+    not_endswith, contains, not_contains (case-sensitive substrings of strings).
     """
 
     column: str = "???"
@@ -380,6 +405,9 @@ class ExportConfig:
     # Reasoning text of thinking models: `reasoning_content` on assistant messages of
     # messages.jsonl and the reasoning columns in data.parquet; off = answers only.
     include_reasoning: bool = False
+    # data.parquet also gets the released multi-turn columns: instruction_2, response_2, ...
+    # up to the longest conversation (turn 1 is `instruction` / `response`, as in gen_mt.py)
+    turn_columns: bool = False
 
 
 @dataclass

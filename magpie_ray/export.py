@@ -12,7 +12,9 @@ Reads every `selected/` part. Writes, each atomically, under `<run>/exports/`:
     data.parquet    every column of the selected rows (the released Magpie field names),
                     without `embedding` unless export.include_embedding, and without the
                     reasoning columns unless export.include_reasoning (messages.jsonl then
-                    gives each assistant message its `reasoning_content`)
+                    gives each assistant message its `reasoning_content`); with
+                    export.turn_columns, the released multi-turn columns `instruction_2`,
+                    `response_2`, ... next to `conversations` (null past a row's last turn)
 
 Rows are ordered by `index` then `uuid`, so the files do not depend on part order. JSON keeps
 non-ASCII text as is. Nothing is dropped except rows without a preference pair from dpo.jsonl
@@ -126,10 +128,32 @@ def _write_jsonl(store: RunStore, path: str, records: list[dict]) -> None:
     store.write_atomic(path, write)
 
 
+def turn_columns(table: pa.Table) -> pa.Table:
+    """`table` with `instruction_k` / `response_k` (k >= 2) from `conversations`, placed after
+    it: the released multi-turn sets' columns (turn 1 is `instruction` / `response`)."""
+    if "conversations" not in table.column_names:
+        return table
+    turns = [
+        [t["value"] for t in conv or [] if t["from"] != "system"]
+        for conv in table.column("conversations").to_pylist()
+    ]
+    most = max((len(t) // 2 for t in turns), default=1)
+    at = table.column_names.index("conversations") + 1
+    for k in range(2, most + 1):
+        for offset, name in ((0, "instruction"), (1, "response")):
+            i = 2 * (k - 1) + offset
+            values = pa.array([t[i] if i < len(t) else None for t in turns], pa.string())
+            table = table.add_column(at, f"{name}_{k}", values)
+            at += 1
+    return table
+
+
 def _write_parquet(store: RunStore, path: str, table: pa.Table, cfg: ExportConfig) -> int:
     left_out = [] if cfg.include_embedding else ["embedding"]
     left_out += [] if cfg.include_reasoning else list(REASONING_COLUMNS)
     table = table.drop_columns([c for c in left_out if c in table.column_names])
+    if cfg.turn_columns:
+        table = turn_columns(table)
     store.write_atomic(path, lambda tmp: pq.write_table(table, tmp, filesystem=store.fs))
     return table.num_rows
 

@@ -39,7 +39,7 @@ COMPARISONS = {
     "!=": pc.not_equal,
 }
 SET_OPS = ("in", "not_in")
-STRING_OPS = ("not_endswith",)
+STRING_OPS = ("not_endswith", "contains", "not_contains")
 OPS = (*COMPARISONS, *SET_OPS, *STRING_OPS)
 TRUNCATED = "response truncated"
 BELOW_TOP_K = "not in top-k longest"
@@ -65,8 +65,8 @@ def filter_problems(recipe: FilterConfig) -> list[str]:
         values = cond.value if cond.op in SET_OPS else [cond.value]
         if cond.op in SET_OPS and not isinstance(cond.value, list | tuple):
             problems.append(f"{where}: '{cond.op}' needs a list value")
-        elif cond.op == "not_endswith" and not isinstance(cond.value, str):
-            problems.append(f"{where}: 'not_endswith' needs a string value")
+        elif cond.op in STRING_OPS and not isinstance(cond.value, str):
+            problems.append(f"{where}: '{cond.op}' needs a string value")
         elif labels and any(v not in labels for v in values):
             problems.append(f"{where}: {cond.column} labels are {list(labels)}")
         elif cond.value is None:
@@ -129,6 +129,10 @@ def _passes(column: pa.Array, cond: Condition) -> tuple[np.ndarray, np.ndarray]:
     elif cond.op == "not_endswith":
         trimmed = pc.utf8_rtrim_whitespace(column.cast(pa.string()))
         result = pc.invert(pc.ends_with(trimmed, pattern=cond.value))
+    elif cond.op in ("contains", "not_contains"):  # case-sensitive substring
+        result = pc.match_substring(column.cast(pa.string()), pattern=cond.value)
+        if cond.op == "not_contains":
+            result = pc.invert(result)
     elif labels:
         ranks = pc.index_in(column.cast(pa.string()), value_set=pa.array(labels))
         unknown = _mask(column.is_valid()) & _mask(ranks.is_null())

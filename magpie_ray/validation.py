@@ -62,6 +62,20 @@ def validate_static(cfg: Config) -> None:
             )
     problems += _sampling_problems("generate.response", gen.response)
     problems += _sampling_problems("generate.instruction", gen.instruction)
+    problems += _sampling_problems("generate.follow_up", gen.follow_up)
+    if gen.follow_up.max_tokens is not None and gen.follow_up.max_tokens < 1:
+        problems.append(f"generate.follow_up.max_tokens={gen.follow_up.max_tokens}: must be >= 1")
+    if gen.response.repetition_penalty <= 0:
+        problems.append(
+            f"generate.response.repetition_penalty={gen.response.repetition_penalty}: must be > 0"
+            " (1 = off)"
+        )
+    flaming = gen.instruction.flaming_tokens
+    if flaming is not None and flaming <= 0:
+        problems.append(
+            f"generate.instruction.flaming_tokens={flaming}: a factor > 0 (the reference's"
+            " Qwen2.5-Math script uses 1.2), or null for off"
+        )
     if not all(isinstance(t, str) and t for t in gen.instruction.extra_stop_strings):
         problems.append(
             f"generate.instruction.extra_stop_strings={list(gen.instruction.extra_stop_strings)}:"

@@ -39,6 +39,7 @@ class SamplingSpec:
     structured: tuple[str, str] | None = None
     n: int = 1
     banned_token_ids: tuple[int, ...] = ()
+    repetition_penalty: float = 1.0  # vLLM's rule, over prompt and output tokens
 
 
 @dataclass(frozen=True)

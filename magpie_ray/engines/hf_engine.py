@@ -98,7 +98,8 @@ class HFEngine(BackgroundEngine):
                     if finish[i]:
                         next_ids.append(self.pad_id)
                         continue
-                    tok = _sample(torch, logits[i], specs[i], generators[i])
+                    seen = (prompts[i], tokens[i]) if specs[i].repetition_penalty != 1 else None
+                    tok = _sample(torch, logits[i], specs[i], generators[i], seen)
                     tokens[i].append(tok)
                     next_ids.append(tok)
                     finish[i], texts[i] = self._check_stop(tokens[i], specs[i], budget[i])
@@ -147,10 +148,17 @@ def _gather(parent: Future, children: list[Future], _last: Future) -> None:
     parent.set_result(dataclasses.replace(samples[0], samples=samples))
 
 
-def _sample(torch, logits, spec: SamplingSpec, generator) -> int:
+def _sample(torch, logits, spec: SamplingSpec, generator, seen=None) -> int:
     if spec.banned_token_ids:
         logits = logits.clone()
         logits[list(spec.banned_token_ids)] = float("-inf")
+    if seen is not None:  # vLLM's repetition penalty: every token of prompt or output so far
+        ids = torch.tensor(sorted({*seen[0], *seen[1]}), dtype=torch.long, device=logits.device)
+        picked = logits[ids]
+        logits = logits.clone()
+        logits[ids] = torch.where(
+            picked > 0, picked / spec.repetition_penalty, picked * spec.repetition_penalty
+        )
     if spec.temperature == 0:
         return int(logits.argmax())
     probs = torch.softmax(logits / spec.temperature, dim=-1)

@@ -68,6 +68,7 @@ def sampling_params(spec: SamplingSpec):
         temperature=spec.temperature,
         top_p=spec.top_p,
         min_p=spec.min_p,
+        repetition_penalty=spec.repetition_penalty,
         max_tokens=spec.max_tokens,
         seed=spec.seed,
         stop=None if spec.ignore_eos else list(spec.stop) or None,

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from magpie_ray.config import (
+    FollowUpSampling,
     GenerateConfig,
     InstructionSampling,
     PreferenceSampling,
@@ -33,11 +34,12 @@ OPENERS = tuple(sorted({ask.split()[0] for ask in ASKS}))
 
 def _cfg(**changes) -> GenerateConfig:
     inst = changes.pop("instruction", InstructionSampling(max_tokens=32))
+    res = changes.pop("response", ResponseSampling(max_tokens=48))
     return GenerateConfig(
         num_samples=8,
         batch_size=8,
         instruction=inst,
-        response=ResponseSampling(max_tokens=48),
+        response=res,
         **changes,
     )
 
@@ -134,6 +136,21 @@ class ScriptedEngine:
         return future
 
 
+class InOrderEngine:
+    """Answers requests with scripted (text, finish reason) pairs in the order they come."""
+
+    def __init__(self, tokenizer, replies):
+        self.tokenizer, self.replies, self.specs = tokenizer, list(replies), []
+
+    def submit(self, prompt, spec) -> Future:
+        self.specs.append(spec)
+        text, reason = self.replies.pop(0)
+        future: Future = Future()
+        ids = tuple(self.tokenizer.encode(text, add_special_tokens=False))
+        future.set_result(Completion(text, len(prompt), len(ids), reason, ids))
+        return future
+
+
 def _scripted(engines, instructions, responses, **cfg_changes):
     engine = ScriptedEngine(engines["vllm"].tokenizer, instructions, responses)
     cfg = _cfg(**cfg_changes)
@@ -159,6 +176,20 @@ def test_sanitizer_cleans_keeps_the_raw_text_and_records_its_rules(engines):
     assert row["conversations"][0]["value"] == "What is 7 x 8?"
 
 
+def test_the_references_truncation_rule_is_an_option(engines):
+    inst = InstructionSampling(max_tokens=32, sanitize=True, sanitizer="reference")
+    result, _ = _scripted(
+        engines,
+        [("How do tides work? And why twice a day?", "stop")],
+        [("The moon.", "stop")],
+        instruction=inst,
+    )
+    (row,) = result.kept
+    assert row["instruction"] == "How do tides work?"
+    assert row["raw_instruction"] == "How do tides work? And why twice a day?"
+    assert row["gen_input_configs"]["sanitizer_rules"] == ["reference_class_99.1"]
+
+
 def test_sanitizer_off_records_null_rules(engines):
     result, _ = _scripted(engines, [("Question: Why?", "stop")], [("Because.", "stop")])
     (row,) = result.kept
@@ -174,12 +205,76 @@ def test_the_sanitizer_records_its_rules_for_every_turn(engines):
         [("How do tides work?", "stop"), ("**Question:** And why twice a day?", "stop")],
         [("The moon pulls the sea.", "stop"), ("Two bulges.", "stop")],
         instruction=inst,
+        follow_up=FollowUpSampling(sanitize=True),
         num_turns=2,
     )
     (row,) = result.kept
     assert row["conversations"][2]["value"] == "And why twice a day?"
     assert row["gen_input_configs"]["sanitizer_rules"] == []
     assert row["turn_sanitizer_rules"] == [[], ["strip_label"]]
+
+
+def test_follow_ups_sample_on_their_own_settings_by_default_the_references(engines):
+    """Turn 1 keeps its grid cell, limit, sanitizer and ban; follow-ups sample at T=1, top_p=1
+    with none of those (generate.follow_up defaults), and rows record both."""
+    inst = InstructionSampling(
+        temperature=0.7, top_p=0.9, max_tokens=32, sanitize=True, banned_first_token_prefixes=["#"]
+    )
+    result, engine = _scripted(
+        engines,
+        [("How do tides work?", "stop"), ("**Question:** And why twice a day?", "stop")],
+        [("The moon pulls the sea.", "stop"), ("Two bulges.", "stop")],
+        instruction=inst,
+        num_turns=2,
+    )
+    (row,) = result.kept
+    assert row["conversations"][2]["value"] == "**Question:** And why twice a day?"
+    assert row["turn_sanitizer_rules"] == [[], None]
+    first, _, follow_up, _ = engine.specs  # banned first token (ends there), answer, turn 2, answer
+    assert first.max_tokens == 1 and first.banned_token_ids and first.temperature == 0.7
+    assert (follow_up.temperature, follow_up.top_p, follow_up.banned_token_ids) == (1.0, 1.0, ())
+    assert follow_up.max_tokens == 32
+    assert row["gen_input_configs"]["follow_up"] == {
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "min_p": 0.0,
+        "max_tokens": 32,
+        "sanitize": False,
+        "banned_first_token_prefixes": [],
+    }
+
+
+def test_flaming_tokens_sample_the_first_token_hotter_then_continue(engines):
+    """The reference's flaming tokens divide the first token's logits by the factor: a request
+    of one token at temperature x factor, then the rest at the row's temperature."""
+    inst = InstructionSampling(temperature=0.6, top_p=0.9, max_tokens=32, flaming_tokens=1.2)
+    engine = InOrderEngine(
+        engines["vllm"].tokenizer,
+        [("W", "length"), ("hy is the sky blue?", "stop"), ("Rayleigh.", "stop")],
+    )
+    cfg = _cfg(instruction=inst)
+    result = generate_rows(
+        engine, load_family("smollm2"), make_seed_rows("s", 0, 1, cfg), cfg, "m", "vllm", 512
+    )
+    (row,) = result.kept
+    assert row["instruction"] == "Why is the sky blue?"
+    first, rest, _ = engine.specs
+    assert (first.max_tokens, first.temperature) == (1, pytest.approx(0.72))
+    assert (rest.max_tokens, rest.temperature, rest.top_p) == (31, 0.6, 0.9)
+    assert row["gen_input_configs"]["flaming_tokens"] == 1.2
+    assert row["gen_input_configs"]["follow_up"] is None
+
+
+@pytest.mark.parametrize("kind", ["vllm", "hf"])
+def test_repetition_penalty_reaches_the_engine_and_changes_greedy_answers(engines, kind):
+    plain = _run(engines[kind], kind, _cfg(), n=6, run="rep")
+    res = ResponseSampling(max_tokens=48, repetition_penalty=1.8)
+    penalized = _run(engines[kind], kind, _cfg(response=res), n=6, run="rep")
+    before = {r["uuid"]: r["response"] for r in plain.kept}
+    after = {r["uuid"]: r for r in penalized.kept}
+    assert set(before) == set(after)
+    assert any(before[u] != after[u]["response"] for u in before), "a penalty of 1.8 must matter"
+    assert all(r["gen_response_configs"]["repetition_penalty"] == 1.8 for r in after.values())
 
 
 def test_an_instruction_the_sanitizer_empties_is_dropped(engines):

@@ -210,3 +210,38 @@ def test_vllm_pooling_reward_equals_transformers(tiny_reward_path):
     vllm = pooling.score(conversations)
     assert vllm == pytest.approx(hf, abs=2e-3)
     assert len(set(round(v, 4) for v in hf)) > 1  # a constant would pass trivially
+
+
+def test_multi_turn_rows_score_the_first_turn_and_every_turn(tiny_reward_path):
+    """instruct_reward is the first turn's score (comparable with base_reward of the same
+    instruction); turn_rewards holds one score per turn, the conversation up to its answer."""
+    from magpie_ray.steps.tag.reward import RewardTagger
+
+    turns = [
+        ("human", "What is rain?"),
+        ("gpt", "Water falling from clouds."),
+        ("human", "And snow?"),
+        ("gpt", "Frozen rain, in flakes."),
+    ]
+    conv = [{"from": f, "value": v} for f, v in turns]
+    batch = pa.table(
+        {
+            "conversations": [conv, conv[:2]],
+            "instruction": ["What is rain?"] * 2,
+            "base_output": ["Rain is wet.", None],
+        }
+    )
+    config = RewardConfig(path=str(tiny_reward_path), name="tiny", max_length=256)
+    out = RewardTagger(config).__call__(batch).to_pylist()
+    scorer = RewardScorer(str(tiny_reward_path), max_length=256, micro_batch_size=1)
+    msgs = [{"role": "user" if f == "human" else "assistant", "content": v} for f, v in turns]
+    first, whole, base = scorer.score(
+        [msgs[:2], msgs, [msgs[0], {"role": "assistant", "content": "Rain is wet."}]]
+    )
+    two, one = out
+    assert two["instruct_reward"] == pytest.approx(first, abs=1e-4)
+    assert two["turn_rewards"] == pytest.approx([first, whole], abs=1e-4)
+    assert whole != pytest.approx(first, abs=1e-4), "the second turn must be scored in context"
+    assert two["reward_difference"] == pytest.approx(first - base, abs=1e-4)
+    assert one["turn_rewards"] == pytest.approx([one["instruct_reward"]])
+    assert one["instruct_reward"] == pytest.approx(first, abs=1e-4)

@@ -33,7 +33,7 @@ def _options(group: str) -> list[str]:
     "override",
     [
         f"{g}={o}"
-        for g in ("model", "engine", "cluster", "experiment", "grid", "filter")
+        for g in ("model", "engine", "cluster", "experiment", "recipe", "grid", "filter")
         for o in _options(g)
     ],
 )
@@ -207,9 +207,9 @@ def test_a_generator_without_a_chat_template_needs_one_from_its_family(smollm2_p
 def test_grid_group_sets_the_paper_grids():
     cells = _compose("grid=pro").generate.instruction.grid
     assert [(c.temperature, c.top_p, c.weight) for c in cells] == [
-        (1.0, 1.0, 1.0),
-        (1.1, 0.995, 1.0),
-        (1.2, 0.995, 1.0),
+        (1.0, 1.0, 3.0),
+        (1.1, 0.995, 3.0),
+        (1.2, 0.995, 3.0),
         (1.25, 0.99, 1.0),
     ]
     assert len(_compose("grid=air").generate.instruction.grid) == 12

@@ -89,3 +89,18 @@ def test_jsonl_lines_are_plain_json_with_unicode_kept(exported):
     lines = (exports / FILES["sharegpt"]).read_text(encoding="utf-8").splitlines()
     assert len(lines) == ROWS and "Café?" in lines[3]
     assert json.loads(lines[0])["conversations"][0]["from"] == "human"
+
+
+def test_turn_columns_write_the_released_multi_turn_fields(exported, tmp_path):
+    """export.turn_columns: instruction_2 / response_2 after `conversations` (gen_mt.py's
+    names; turn 1 stays `instruction` / `response`), null for rows with fewer turns."""
+    _, _, rows = exported
+    store = RunStore(str(tmp_path / "run"))
+    write_exports(store, tagged_table(rows), ExportConfig(formats=["parquet"], turn_columns=True))
+    ds = _load(tmp_path / "run" / "exports", FILES["parquet"], kind="parquet")
+    names = ds.column_names
+    at = names.index("conversations")
+    assert names[at + 1 : at + 3] == ["instruction_2", "response_2"]
+    assert "instruction_3" not in names
+    assert (ds[3]["instruction_2"], ds[3]["response_2"]) == ("Café?", "Oui.")
+    assert ds[0]["instruction_2"] is None and ds[0]["response_2"] is None

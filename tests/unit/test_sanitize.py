@@ -155,3 +155,34 @@ def test_sanitize_keeps_a_lone_label_or_header_but_not_empty_quotes():
     assert sanitize_instruction("**Question:**").rules == ()
     # ...but quotes around nothing are nothing.
     assert sanitize_instruction('" "') == Sanitized(text="", rules=("strip_quotes",))
+
+
+# --- the reference's truncation rule (sanitize_reference.py), for parity --------------------
+
+from magpie_ray.sanitize_reference import reference_truncate, variant_for  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "raw, variant, text, cls",
+    [
+        ("**Question:** What is 7 x 8? Answer: 56", "llama-3", "What is 7 x 8?", "1"),
+        ('"Why is the sky blue?" she asked', "llama-3", "Why is the sky blue?", "2.1"),
+        ('"Write a haiku.\nAbout rain."', "llama-3", "Write a haiku.", "2.2"),
+        ("Explain tides.\n\n## Step 1: the moon", "llama-3", "Explain tides.", "5"),
+        ("Explain tides.\n\n## Step 1: the moon", "gemma-2", "Explain tides.", "6.2"),
+        ("What is 2+2?\nThe answer is: 4", "llama-3", "What is 2+2?", "4"),
+        ("Sort these:\n# Input\n[3, 1]", "llama-3", "Sort these:", "6.1"),
+        ("Sort these:\n[3, 1]", "gemma-2", "Sort these:", "5.3"),
+        ("How do tides work? And waves?", "llama-3", "How do tides work?", "99.1"),
+        ("1. Write a poem about cats.\nMake it rhyme.", "llama-3", "Write a poem about cats.", "99.2"),
+        ("Task: Summarize this text", "gemma-2", "Summarize this text", "6.2"),
+    ],
+)
+def test_reference_truncation_cuts_as_the_reference_by_class(raw, variant, text, cls):
+    result = reference_truncate(raw, variant)
+    assert (result.text, result.rules) == (text, (f"reference_class_{cls}",))
+
+
+def test_reference_rules_follow_the_family():
+    assert variant_for("gemma2") == "gemma-2"
+    assert variant_for("llama3.3") == variant_for("qwen2.5") == "llama-3"

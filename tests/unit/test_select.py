@@ -217,3 +217,29 @@ def test_bad_recipes_name_the_fix():
     problems = "\n".join(filter_problems(bad))
     for needle in ("labels are", "unknown op", "top_k=0", "balance_groups"):
         assert needle in problems
+
+
+def test_contains_and_not_contains_match_substrings_case_sensitively():
+    """The reference's reasoning check looks for "## Step 1" in the raw instruction."""
+    tbl = table(
+        {
+            "steps": {"instruction": "Solve x+1=2.\n## Step 1: subtract"},
+            "plain": {"instruction": "Solve x+1=2."},
+            "lower": {"instruction": "solve it.\n## step 1: subtract"},
+        }
+    )
+    keep_steps = FilterConfig(conditions=[Condition("instruction", "contains", "## Step 1")])
+    assert outcome(tbl, keep_steps) == {
+        "steps": None,
+        "plain": "instruction contains ## Step 1",
+        "lower": "instruction contains ## Step 1",
+    }
+    drop_steps = FilterConfig(conditions=[Condition("instruction", "not_contains", "## Step 1")])
+    assert outcome(tbl, drop_steps) == {
+        "steps": "instruction not contains ## Step 1",
+        "plain": None,
+        "lower": None,
+    }
+    assert "needs a string value" in filter_problems(
+        FilterConfig(conditions=[Condition("instruction", "contains", 1)])
+    )[0]

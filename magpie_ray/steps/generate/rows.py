@@ -42,6 +42,7 @@ from ...engines.base import Completion, SamplingSpec
 from ...engines.tokens import decode
 from ...reasoning import Reasoned
 from ...sanitize import sanitize_instruction
+from ...sanitize_reference import reference_truncate, variant_for
 from .base_answers import BaseAnswerer
 from .chat_model import ChatModel
 from .sampling import (
@@ -74,7 +75,8 @@ class RowContext:
     responder: ChatModel  # writes responses: the generator, or generate.responder
     cfg: GenerateConfig
     banned_ids: tuple[int, ...]
-    sanitize: bool
+    sanitize: str | None  # None = off, "ours", or the reference's variant ("llama-3", "gemma-2")
+    follow_up_banned_ids: tuple[int, ...]
     base: BaseAnswerer | None
 
 
@@ -107,14 +109,24 @@ class _Turns:
 RowSteps = Generator[Future, Any, Any]
 
 
-def _sample_instruction(ctx: RowContext, prompt: list[int], spec: SamplingSpec) -> RowSteps:
+def _sample_instruction(
+    ctx: RowContext,
+    prompt: list[int],
+    spec: SamplingSpec,
+    banned_ids: tuple[int, ...],
+    flaming: float | None = None,
+) -> RowSteps:
+    """An instruction; with banned first tokens or flaming tokens, its first token is a request
+    of its own (without those tokens, at temperature x flaming), and the rest continues it."""
     engine = ctx.generator.engine
-    if not ctx.banned_ids:
+    flaming = flaming if flaming and spec.temperature > 0 else None
+    if not banned_ids and not flaming:
         done = yield engine.submit(prompt, spec)
         return _Instruction(done.text, done.finish_reason, done.num_output_tokens)
-    first = yield engine.submit(
-        prompt, dataclasses.replace(spec, max_tokens=1, banned_token_ids=ctx.banned_ids)
-    )
+    first_spec = dataclasses.replace(spec, max_tokens=1, banned_token_ids=banned_ids)
+    if flaming:
+        first_spec = dataclasses.replace(first_spec, temperature=spec.temperature * flaming)
+    first = yield engine.submit(prompt, first_spec)
     if first.finish_reason == "stop" or spec.max_tokens == 1:
         return _Instruction(first.text, first.finish_reason, first.num_output_tokens)
     rest = yield engine.submit(
@@ -124,10 +136,11 @@ def _sample_instruction(ctx: RowContext, prompt: list[int], spec: SamplingSpec) 
     return _Instruction(text, rest.finish_reason, 1 + rest.num_output_tokens)
 
 
-def _clean(ctx: RowContext, raw: str) -> tuple[str, tuple[str, ...] | None]:
-    if not ctx.sanitize:
+def _clean(sanitize: str | None, raw: str) -> tuple[str, tuple[str, ...] | None]:
+    """`raw` sanitized by `sanitize` (a rules variant, None = off), and the rules that fired."""
+    if sanitize is None:
         return raw, None
-    result = sanitize_instruction(raw)
+    result = sanitize_instruction(raw) if sanitize == "ours" else reference_truncate(raw, sanitize)
     return result.text, result.rules
 
 
@@ -138,13 +151,15 @@ def generate_row(ctx: RowContext, row: dict) -> RowSteps:
     out = Outcome()
     pre_query, pre_query_ids = gen.pre_query(row["system_prompt_key"], today)
     inst_spec = instruction_specs([row], gen.family, gen.stop_ids, cfg)[0]
-    inst = yield from _sample_instruction(ctx, pre_query_ids, inst_spec)
+    inst = yield from _sample_instruction(
+        ctx, pre_query_ids, inst_spec, ctx.banned_ids, cfg.instruction.flaming_tokens
+    )
     out.output_tokens += inst.num_output_tokens
     if inst.finish_reason == "length":
         out.dropped = dropped_row(row, "instruction_truncated", inst.text)
         return out
     raw = inst.text.strip()
-    instruction, rules = _clean(ctx, raw)
+    instruction, rules = _clean(ctx.sanitize, raw)
     if not instruction:
         out.dropped = dropped_row(row, "instruction_empty", inst.text)
         return out
@@ -190,7 +205,10 @@ def generate_row(ctx: RowContext, row: dict) -> RowSteps:
         "num_turns": len(turns.history) // 2,
         "turn_instruction_finish_reasons": turns.instruction_reasons,
         "turn_response_finish_reasons": turns.response_reasons,
-        "turn_sanitizer_rules": None if rules is None else [list(r) for r in turns.rules],
+        # per turn: its rules, null where that turn's sanitizer was off; null when all were
+        "turn_sanitizer_rules": None
+        if all(r is None for r in turns.rules)
+        else [None if r is None else list(r) for r in turns.rules],
         "multi_turn_stop_reason": stop_reason,
         "responses": [p.answer for _, p in samples] if samples else None,
         "responses_finish_reasons": [s.finish_reason for s, _ in samples] if samples else None,
@@ -238,10 +256,13 @@ def _kept_record(
             "banned_first_token_prefixes": list(banned_prefixes(gen.family, cfg)),
             "num_turns": cfg.num_turns,
             "pre_query_deviation": gen.deviation if default_key else None,
+            "flaming_tokens": cfg.instruction.flaming_tokens,
+            "follow_up": _follow_up_record(cfg),
         },
         "gen_response_configs": {
             "temperature": cfg.response.temperature,
             "top_p": cfg.response.top_p,
+            "repetition_penalty": cfg.response.repetition_penalty,
             "max_tokens": spec.max_tokens,
             "output_generator": res.name,
             "engine": res.engine_kind,
@@ -260,11 +281,27 @@ def _kept_record(
     }
 
 
+def _follow_up_record(cfg: GenerateConfig) -> dict | None:
+    """How follow-up instructions were sampled (null for single-turn rows)."""
+    if cfg.num_turns < 2:
+        return None
+    fu = cfg.follow_up
+    return {
+        "temperature": fu.temperature,
+        "top_p": fu.top_p,
+        "min_p": fu.min_p,
+        "max_tokens": fu.max_tokens or cfg.instruction.max_tokens,
+        "sanitize": fu.sanitize,
+        "banned_first_token_prefixes": list(fu.banned_first_token_prefixes),
+    }
+
+
 def _follow_up_turns(
     ctx: RowContext, row: dict, inst_spec: SamplingSpec, turns: _Turns, today: datetime.date
 ) -> RowSteps:
     """Extend `turns` to `num_turns` turns; returns (why it stopped early or None, tokens)."""
     gen, res, cfg = ctx.generator, ctx.responder, ctx.cfg
+    fu = cfg.follow_up
     system = gen.family.system_prompts.get(MULTI_TURN_PROMPT)
     tokens = 0
     for turn in range(2, cfg.num_turns + 1):
@@ -273,12 +310,20 @@ def _follow_up_turns(
         room = gen.max_model_len - len(prompt)
         if room <= 1:
             return "prompt_too_long", tokens
-        spec = dataclasses.replace(inst_spec, seed=seed, max_tokens=min(inst_spec.max_tokens, room))
-        inst = yield from _sample_instruction(ctx, prompt, spec)
+        spec = dataclasses.replace(
+            inst_spec,
+            temperature=fu.temperature,
+            top_p=fu.top_p,
+            min_p=fu.min_p,
+            seed=seed,
+            max_tokens=min(fu.max_tokens or cfg.instruction.max_tokens, room),
+        )
+        inst = yield from _sample_instruction(ctx, prompt, spec, ctx.follow_up_banned_ids)
         tokens += inst.num_output_tokens
         if inst.finish_reason == "length":
             return "instruction_truncated", tokens
-        instruction, rules = _clean(ctx, inst.text.strip())
+        sanitizer = _sanitizer(gen.family.name, cfg) if fu.sanitize else None
+        instruction, rules = _clean(sanitizer, inst.text.strip())
         if not instruction:
             return "instruction_empty", tokens
         messages = [*turns.history, {"role": "user", "content": instruction}]
@@ -300,6 +345,12 @@ def _follow_up_turns(
     return None, tokens
 
 
+def _sanitizer(family_name: str, cfg: GenerateConfig) -> str:
+    if cfg.instruction.sanitizer == "reference":
+        return variant_for(family_name)
+    return "ours"
+
+
 def row_context(
     generator: ChatModel,
     cfg: GenerateConfig,
@@ -312,7 +363,12 @@ def row_context(
         responder=responder or generator,
         cfg=cfg,
         banned_ids=banned_first_token_ids(tokenizer, banned_prefixes(generator.family, cfg)),
-        sanitize=sanitizes(generator.family, cfg),
+        sanitize=_sanitizer(generator.family.name, cfg)
+        if sanitizes(generator.family, cfg)
+        else None,
+        follow_up_banned_ids=banned_first_token_ids(
+            tokenizer, tuple(cfg.follow_up.banned_first_token_prefixes)
+        ),
         base=base,
     )
 

@@ -54,6 +54,7 @@ def response_spec(
             row.get("response_max_tokens") or res.max_tokens, max_model_len - prompt_len
         ),
         seed=row["seed"],
+        repetition_penalty=res.repetition_penalty,
         stop=tuple(family.response_stops),
         stop_token_ids=tuple(stop_ids),
         ignore_eos=bool(row.get("ignore_eos")),

@@ -41,6 +41,21 @@ GENERATED_SCHEMA = pa.schema(
                     # why the pre-query differs from the chat template (the family's declared
                     # deviation); null when it does not
                     ("pre_query_deviation", pa.string()),
+                    ("flaming_tokens", pa.float64()),  # first-token logits / this; null: off
+                    # follow-up instructions' sampling (null: single-turn rows)
+                    (
+                        "follow_up",
+                        pa.struct(
+                            [
+                                ("temperature", pa.float64()),
+                                ("top_p", pa.float64()),
+                                ("min_p", pa.float64()),
+                                ("max_tokens", pa.int64()),
+                                ("sanitize", pa.bool_()),
+                                ("banned_first_token_prefixes", _STRINGS),
+                            ]
+                        ),
+                    ),
                 ]
             ),
         ),
@@ -53,6 +68,7 @@ GENERATED_SCHEMA = pa.schema(
                 [
                     ("temperature", pa.float64()),
                     ("top_p", pa.float64()),
+                    ("repetition_penalty", pa.float64()),
                     ("max_tokens", pa.int64()),
                     ("output_generator", pa.string()),
                     ("engine", pa.string()),

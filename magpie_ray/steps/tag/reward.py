@@ -1,8 +1,11 @@
 """Reward tags: a reward model's score of each conversation, batched with padding.
 
 Reads `conversations` (all turns), and when present `base_output` and `responses`. Writes
-`instruct_reward` (float), `reward_model` (its name; a stand-in says so), `base_reward` and
-`reward_difference` (instruct_reward - base_reward; null without `base_output`), and for rows with
+`instruct_reward` (float: the first turn's score, as the reference scores it, so it compares with
+`base_reward` of the same instruction), `turn_rewards` (one score per turn: the conversation up to
+that turn's answer; a single-turn row's list is its one score), `reward_model` (its name; a
+stand-in says so), `base_reward` and `reward_difference` (instruct_reward - base_reward; null
+without `base_output`), and for rows with
 `responses`: `rewards` (one per response), `chosen` / `rejected` (role/content message lists:
 highest and lowest reward) and `preference_pair_reason` (null when the pair is valid, else why
 there is none: fewer than two scored responses, a tie, or a margin under
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 
 COLUMNS = {
     "instruct_reward": pa.float64(),
+    "turn_rewards": pa.list_(pa.float64()),
     "reward_model": pa.string(),
     "base_reward": pa.float64(),
     "reward_difference": pa.float64(),
@@ -282,6 +286,11 @@ def load_scorer(config: RewardConfig):
     )
 
 
+def _turn_ends(messages: list[dict[str, str]]) -> list[list[dict[str, str]]]:
+    """The conversation up to each assistant answer (a leading system message kept)."""
+    return [messages[: k + 1] for k, m in enumerate(messages) if m["role"] == "assistant"]
+
+
 class RewardTagger:
     """Ray Data actor: the reward model loaded once; `__call__` adds the reward columns."""
 
@@ -301,9 +310,12 @@ class RewardTagger:
         n = len(rows)
         jobs: list[list[dict[str, str]]] = []
         slots: list[tuple[str, int, int]] = []  # (kind, row, response index)
+        turns = [0] * n
         for i, row in enumerate(rows):
-            jobs.append(to_messages(row["conversations"]))
-            slots.append(("main", i, 0))
+            for end in _turn_ends(to_messages(row["conversations"])):
+                jobs.append(end)
+                slots.append(("turn", i, turns[i]))
+                turns[i] += 1
             if row.get("base_output"):
                 jobs.append(pair_messages(row["instruction"], row["base_output"]))
                 slots.append(("base", i, 0))
@@ -311,20 +323,22 @@ class RewardTagger:
                 jobs.append(pair_messages(row["instruction"], text))
                 slots.append(("pref", i, j))
         scores = self.scorer.score(jobs)
-        main: list[float | None] = [None] * n
+        turn_rewards: list[list[float]] = [[0.0] * t for t in turns]
         base: list[float | None] = [None] * n
         prefs: list[list[float] | None] = [
             [None] * len(row["responses"]) if row.get("responses") else None for row in rows
         ]
         for (kind, i, j), value in zip(slots, scores, strict=True):
-            if kind == "main":
-                main[i] = value
+            if kind == "turn":
+                turn_rewards[i][j] = value
             elif kind == "base":
                 base[i] = value
             else:
                 prefs[i][j] = value
+        main = [r[0] if r else None for r in turn_rewards]
         columns = {
             "instruct_reward": main,
+            "turn_rewards": [r or None for r in turn_rewards],
             "reward_model": [self.model_name] * n,
             "base_reward": base,
             "reward_difference": [
