@@ -283,6 +283,22 @@ class TaggerModel(ModelFields):
 
 
 @dataclass
+class PreferenceRewardConfig(ModelFields):
+    """The reward model that scores preference samples (`responses`) and picks chosen and
+    rejected; path null = the reward model itself (no second load). The reference scores
+    instruct_reward with FsfairX and preference samples with ArmoRM (conf/preference_reward)."""
+
+    name: str = ""  # recorded in `preference_reward_model`; "" = path
+    path: str | None = None
+    engine: EngineKind = EngineKind.hf
+    max_length: int = 4096
+    micro_batch_size: int = 8
+    max_batch_tokens: int | None = None
+    kv_cache_gib: float | None = None  # vllm on CPU actors
+    gpu_memory_utilization: float = 0.45  # vllm on GPU, next to the reward model
+
+
+@dataclass
 class RewardConfig(TaggerModel):
     """A Hugging Face sequence-classification reward model (FsfairX, Skywork, ArmoRM)."""
 
@@ -297,6 +313,7 @@ class RewardConfig(TaggerModel):
     kv_cache_gib: float | None = None  # vllm on CPU actors
     gpu_memory_utilization: float = 0.9  # vllm on GPU
     preference_min_margin: float = 0.0  # chosen - rejected reward must reach it
+    preference: PreferenceRewardConfig = field(default_factory=PreferenceRewardConfig)
 
 
 @dataclass

@@ -106,18 +106,24 @@ def check_responder(cfg: Config, result: Preflight) -> None:
 
 def check_tagger_tokenizers(cfg: Config, result: Preflight) -> None:
     """Tagging models that render chats need a chat template: checked on their tokenizers."""
-    for tagger in enabled_model_taggers(cfg):
-        model = getattr(cfg, tagger.name)
-        if not tagger.needs_chat_template or model_source(model.path) != "local":
+    models = [
+        (tagger.name, getattr(cfg, tagger.name))
+        for tagger in enabled_model_taggers(cfg)
+        if tagger.needs_chat_template
+    ]
+    pref = cfg.reward.preference
+    if cfg.reward.enabled and pref.path not in (None, cfg.reward.path):
+        models.append(("reward.preference", pref))
+    for key, model in models:
+        if model_source(model.path) != "local":
             continue
         tokenizer = _tokenizer(model.path, model.trust_remote_code)
         if not tokenizer.chat_template:
             raise ConfigError(
-                f"{tagger.name}.path={model.path}: its tokenizer has no chat template, which the"
-                f" {tagger.name} pool renders conversations with; pick a chat model or add a"
-                " chat_template"
+                f"{key}.path={model.path}: its tokenizer has no chat template, which it"
+                " renders conversations with; pick a chat model or add a chat_template"
             )
-        result.checks.append(f"{tagger.name}.path={model.path}: has a chat template")
+        result.checks.append(f"{key}.path={model.path}: has a chat template")
 
 
 def check_resources(cfg: Config, available: dict) -> None:

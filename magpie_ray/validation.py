@@ -204,6 +204,15 @@ def tag_problems(cfg: Config) -> list[str]:
             value = getattr(r, name)
             if value is not None and value < 1:
                 problems.append(f"reward.{name}={value}; must be at least 1")
+    pref = r.preference
+    if r.enabled and pref.path not in (None, r.path):
+        if model_source(pref.path) == "missing":
+            problems.append(f"reward.preference.path={pref.path} does not exist")
+        problems += _choice_problem("reward.preference.engine", pref.engine, EngineKind)
+        if pref.engine == "vllm" and not r.pool.gpus_per_actor and pref.kv_cache_gib is None:
+            problems.append(
+                "reward.preference.kv_cache_gib is required with engine=vllm on CPU actors"
+            )
     if r.enabled and r.engine == "vllm" and not r.pool.gpus_per_actor and r.kv_cache_gib is None:
         problems.append(
             "reward.kv_cache_gib is required with reward.engine=vllm on CPU actors: "

@@ -245,3 +245,45 @@ def test_multi_turn_rows_score_the_first_turn_and_every_turn(tiny_reward_path):
     assert two["reward_difference"] == pytest.approx(first - base, abs=1e-4)
     assert one["turn_rewards"] == pytest.approx([one["instruct_reward"]])
     assert one["instruct_reward"] == pytest.approx(first, abs=1e-4)
+
+
+def test_preference_samples_are_scored_by_their_own_model(tiny_model_path, tiny_reward_path):
+    """reward.preference with its own path scores `responses` (chosen / rejected come from it);
+    instruct_reward stays the reward model's. Pointing both at one path loads one model."""
+    from magpie_ray.assets import build_reward_stand_in
+    from magpie_ray.config import PreferenceRewardConfig
+    from magpie_ray.steps.tag.reward import RewardTagger
+
+    other = build_reward_stand_in(
+        tiny_model_path, tiny_reward_path.parent / (tiny_reward_path.name + "-seed7"), seed=7
+    )
+    batch = pa.table(
+        {
+            "conversations": [[{"from": "human", "value": "Hi?"}, {"from": "gpt", "value": "Hi."}]],
+            "instruction": ["Hi?"],
+            "responses": [["Hello there.", "Hi.", "Good day to you, friend."]],
+        }
+    )
+    pref = PreferenceRewardConfig(name="other-rm", path=str(other))
+    tagger = RewardTagger(RewardConfig(path=str(tiny_reward_path), name="rm", preference=pref))
+    (row,) = tagger(batch).to_pylist()
+    messages = [
+        [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": t}]
+        for t in batch.column("responses")[0].as_py()
+    ]
+    theirs = RewardScorer(str(other), max_length=4096, micro_batch_size=1).score(messages)
+    ours = RewardScorer(str(tiny_reward_path), max_length=4096, micro_batch_size=1).score(messages)
+    assert row["rewards"] == pytest.approx(theirs, abs=1e-4)
+    assert theirs != pytest.approx(ours, abs=1e-3), "two models must score differently"
+    assert row["preference_reward_model"] == "other-rm" and row["reward_model"] == "rm"
+    best = batch.column("responses")[0].as_py()[theirs.index(max(theirs))]
+    assert row["chosen"][-1]["content"] == best
+    same = RewardTagger(
+        RewardConfig(
+            path=str(tiny_reward_path),
+            preference=PreferenceRewardConfig(path=str(tiny_reward_path)),
+        )
+    )
+    assert same.pref_scorer is same.scorer, "one path, one model"
+    (row,) = same(batch).to_pylist()
+    assert row["rewards"] == pytest.approx(ours, abs=1e-4)

@@ -174,7 +174,7 @@ from magpie_ray.sanitize_reference import reference_truncate, variant_for  # noq
         ("Sort these:\n# Input\n[3, 1]", "llama-3", "Sort these:", "6.1"),
         ("Sort these:\n[3, 1]", "gemma-2", "Sort these:", "5.3"),
         ("How do tides work? And waves?", "llama-3", "How do tides work?", "99.1"),
-        ("1. Write a poem about cats.\nMake it rhyme.", "llama-3", "Write a poem about cats.", "99.2"),
+        ("1. Write a poem.\nMake it rhyme.", "llama-3", "Write a poem.", "99.2"),
         ("Task: Summarize this text", "gemma-2", "Summarize this text", "6.2"),
     ],
 )

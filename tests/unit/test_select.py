@@ -240,6 +240,7 @@ def test_contains_and_not_contains_match_substrings_case_sensitively():
         "plain": None,
         "lower": None,
     }
-    assert "needs a string value" in filter_problems(
-        FilterConfig(conditions=[Condition("instruction", "contains", 1)])
-    )[0]
+    assert (
+        "needs a string value"
+        in filter_problems(FilterConfig(conditions=[Condition("instruction", "contains", 1)]))[0]
+    )

@@ -5,11 +5,12 @@ Reads `conversations` (all turns), and when present `base_output` and `responses
 `base_reward` of the same instruction), `turn_rewards` (one score per turn: the conversation up to
 that turn's answer; a single-turn row's list is its one score), `reward_model` (its name; a
 stand-in says so), `base_reward` and `reward_difference` (instruct_reward - base_reward; null
-without `base_output`), and for rows with
-`responses`: `rewards` (one per response), `chosen` / `rejected` (role/content message lists:
-highest and lowest reward) and `preference_pair_reason` (null when the pair is valid, else why
-there is none: fewer than two scored responses, a tie, or a margin under
-`reward.preference_min_margin`). Rows are never dropped here.
+without `base_output`), and for rows with `responses`: `rewards` (one per response, scored by
+`reward.preference`'s model when it has its own path, as the reference scores them with ArmoRM,
+else by the reward model in the same pass), `preference_reward_model` (which), `chosen` /
+`rejected` (role/content message lists: highest and lowest reward) and `preference_pair_reason`
+(null when the pair is valid, else why there is none: fewer than two scored responses, a tie, or
+a margin under `reward.preference_min_margin`). Rows are never dropped here.
 
 Any Hugging Face sequence-classification model serves: single-logit ones (FsfairX-LLaMA3-RM,
 Skywork) score with logit 0; multi-objective ArmoRM (trust_remote_code) with its `score` output.
@@ -43,6 +44,7 @@ COLUMNS = {
     "chosen": pa.list_(MESSAGE),
     "rejected": pa.list_(MESSAGE),
     "preference_pair_reason": pa.string(),
+    "preference_reward_model": pa.string(),  # the model behind `rewards`, chosen and rejected
 }
 
 
@@ -298,6 +300,11 @@ class RewardTagger:
         self.scorer = load_scorer(config)
         self.model_name = config.recorded_name
         self.min_margin = config.preference_min_margin
+        pref = config.preference
+        if pref.path is None or pref.path == config.path:  # one model scores everything
+            self.pref_scorer, self.pref_name = self.scorer, self.model_name
+        else:
+            self.pref_scorer, self.pref_name = load_scorer(pref), pref.name or pref.path
 
     def __call__(self, batch):
         rows = batch.select(
@@ -319,10 +326,16 @@ class RewardTagger:
             if row.get("base_output"):
                 jobs.append(pair_messages(row["instruction"], row["base_output"]))
                 slots.append(("base", i, 0))
+        pref_jobs: list[list[dict[str, str]]] = []
+        pref_slots: list[tuple[str, int, int]] = []
+        own = self.pref_scorer is self.scorer  # one model: one scoring pass for every job
+        for i, row in enumerate(rows):
             for j, text in enumerate(row.get("responses") or []):
-                jobs.append(pair_messages(row["instruction"], text))
-                slots.append(("pref", i, j))
+                (jobs if own else pref_jobs).append(pair_messages(row["instruction"], text))
+                (slots if own else pref_slots).append(("pref", i, j))
         scores = self.scorer.score(jobs)
+        if pref_jobs:
+            slots, scores = slots + pref_slots, scores + self.pref_scorer.score(pref_jobs)
         turn_rewards: list[list[float]] = [[0.0] * t for t in turns]
         base: list[float | None] = [None] * n
         prefs: list[list[float] | None] = [
@@ -357,6 +370,9 @@ class RewardTagger:
                 "chosen": [p.chosen for p in pairs],
                 "rejected": [p.rejected for p in pairs],
                 "preference_pair_reason": [p.reason for p in pairs],
+                "preference_reward_model": [
+                    self.pref_name if r is not None else None for r in prefs
+                ],
             }
         return set_columns(batch, columns, COLUMNS)
 
