@@ -425,6 +425,9 @@ class ExportConfig:
     # data.parquet also gets the released multi-turn columns: instruction_2, response_2, ...
     # up to the longest conversation (turn 1 is `instruction` / `response`, as in gen_mt.py)
     turn_columns: bool = False
+    # data.parquet also holds the preference rewards under this name in the released DPO sets'
+    # shape, a list of {score} (e.g. "rewards_armorm", set by preference_reward=armorm); None = no
+    preference_rewards_column: str | None = None
 
 
 @dataclass

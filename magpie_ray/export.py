@@ -14,7 +14,9 @@ Reads every `selected/` part. Writes, each atomically, under `<run>/exports/`:
                     reasoning columns unless export.include_reasoning (messages.jsonl then
                     gives each assistant message its `reasoning_content`); with
                     export.turn_columns, the released multi-turn columns `instruction_2`,
-                    `response_2`, ... next to `conversations` (null past a row's last turn)
+                    `response_2`, ... next to `conversations` (null past a row's last turn);
+                    with export.preference_rewards_column (e.g. `rewards_armorm`), `rewards` again
+                    as the released DPO sets hold them: a list of {"score": float}
 
 Rows are ordered by `index` then `uuid`, so the files do not depend on part order. JSON keeps
 non-ASCII text as is. Nothing is dropped except rows without a preference pair from dpo.jsonl
@@ -154,6 +156,14 @@ def _write_parquet(store: RunStore, path: str, table: pa.Table, cfg: ExportConfi
     table = table.drop_columns([c for c in left_out if c in table.column_names])
     if cfg.turn_columns:
         table = turn_columns(table)
+    if cfg.preference_rewards_column and "rewards" in table.column_names:
+        scores = [
+            None if r is None else [{"score": v} for v in r]
+            for r in table.column("rewards").to_pylist()
+        ]
+        shape = pa.list_(pa.struct([("score", pa.float64())]))
+        at = table.column_names.index("rewards") + 1
+        table = table.add_column(at, cfg.preference_rewards_column, pa.array(scores, shape))
     store.write_atomic(path, lambda tmp: pq.write_table(table, tmp, filesystem=store.fs))
     return table.num_rows
 

@@ -33,7 +33,16 @@ def _options(group: str) -> list[str]:
     "override",
     [
         f"{g}={o}"
-        for g in ("model", "engine", "cluster", "experiment", "recipe", "grid", "filter")
+        for g in (
+            "model",
+            "engine",
+            "cluster",
+            "experiment",
+            "recipe",
+            "preference_reward",
+            "grid",
+            "filter",
+        )
         for o in _options(g)
     ],
 )

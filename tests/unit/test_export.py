@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from datasets import load_dataset
 
@@ -104,3 +105,20 @@ def test_turn_columns_write_the_released_multi_turn_fields(exported, tmp_path):
     assert "instruction_3" not in names
     assert (ds[3]["instruction_2"], ds[3]["response_2"]) == ("Café?", "Oui.")
     assert ds[0]["instruction_2"] is None and ds[0]["response_2"] is None
+
+
+def test_preference_rewards_in_the_released_dpo_shape(exported, tmp_path):
+    """export.preference_rewards_column=rewards_armorm: the released DPO sets' column, a list of
+    {"score"} next to `rewards`; rows without preference samples get null."""
+    _, _, rows = exported
+    rows = [dict(r) for r in rows]
+    rows[2]["rewards"] = [0.5, -1.25]
+    store = RunStore(str(tmp_path / "run"))
+    cfg = ExportConfig(formats=["parquet"], preference_rewards_column="rewards_armorm")
+    table = tagged_table(rows)
+    rewards = pa.array([r.get("rewards") for r in rows], pa.list_(pa.float64()))
+    write_exports(store, table.append_column("rewards", rewards), cfg)
+    ds = _load(tmp_path / "run" / "exports", FILES["parquet"], kind="parquet")
+    assert ds.column_names.index("rewards_armorm") == ds.column_names.index("rewards") + 1
+    assert ds[2]["rewards_armorm"] == [{"score": 0.5}, {"score": -1.25}]
+    assert ds[0]["rewards_armorm"] is None
