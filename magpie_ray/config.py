@@ -131,7 +131,7 @@ class InstructionSampling:
     # None = the family's default (its YAML keys of the same names).
     sanitize: bool | None = None  # clean labels, numbering and leaked answers (sanitize.py)
     # which rules sanitize: ours, or the reference's truncation (sanitize_reference.py)
-    sanitizer: SanitizerRules = SanitizerRules.ours
+    sanitizer: SanitizerRules | None = None
     banned_first_token_prefixes: list[str] | None = None  # e.g. ["#"]: no markdown header first
     # "Flaming tokens" (the reference's Qwen2.5-Math script): the first token's logits are
     # divided by this factor, i.e. it samples at temperature x factor; None = off.

@@ -16,8 +16,9 @@ Contract:
   `render_follow_up_prompt` renders that text with the chat template itself (history, then
   everything before the next user's words), so multi-turn prompts are exactly what the model's
   template produces; the YAML text documents it and validation checks that both agree.
-- Optional `banned_first_token_prefixes` and `sanitize` are the family's defaults for the
-  instruction-sampling options of the same names (see config.InstructionSampling).
+- Optional `banned_first_token_prefixes`, `sanitize` and `sanitizer` ("ours" | "reference") are
+  the family's defaults for the instruction-sampling options of the same names (see
+  config.InstructionSampling).
 - Optional `chat_template` (Jinja) is used only by a tokenizer that ships none (Vicuna's);
   `fit_chat_template` installs it before validation, so it is checked like a tokenizer's own.
 - `template_checks.validate_against_tokenizer` runs before any model loads and raises
@@ -67,6 +68,7 @@ _OPTIONAL_KEYS = (
     "follow_up_template",
     "banned_first_token_prefixes",
     "sanitize",
+    "sanitizer",
     "chat_template",
     "pre_query_deviation",
     "thinking",
@@ -141,6 +143,7 @@ class Family:
     # instruction sanitizer runs.
     banned_first_token_prefixes: tuple[str, ...] = ()
     sanitize: bool = False
+    sanitizer: str = "ours"  # "reference": the reference's truncation rule (its scripts' own)
     # Jinja chat template for models whose tokenizer ships none (Vicuna); a tokenizer's own wins.
     chat_template: str | None = None
     pre_query_deviation: Deviation | None = None
@@ -263,6 +266,8 @@ def _parse_family_file(path: Path) -> Family:
     )
     data.setdefault("sanitize", False)
     check("sanitize", isinstance(data["sanitize"], bool), "true or false")
+    data.setdefault("sanitizer", "ours")
+    check("sanitizer", data["sanitizer"] in ("ours", "reference"), "ours or reference")
     for key in ("system_prompt_template", "follow_up_template", "chat_template"):
         data.setdefault(key, None)
         check(key, data[key] is None or (isinstance(data[key], str) and data[key]), "text or null")

@@ -130,7 +130,7 @@ def test_recipe_has_its_scripts_settings(name):
     assert got == ins
     assert (inst.min_p, inst.grid) == (0.0, [])
     # the scripts that sanitize use the reference's truncation rule
-    assert inst.sanitizer == ("reference" if inst.sanitize else "ours")
+    assert inst.sanitizer == ("reference" if inst.sanitize else None)
     assert (resp.temperature, resp.top_p, resp.max_tokens, resp.repetition_penalty) == (*res, 1.0)
     assert cfg.generate.num_turns == 1
 

@@ -186,3 +186,11 @@ def test_reference_truncation_cuts_as_the_reference_by_class(raw, variant, text,
 def test_reference_rules_follow_the_family():
     assert variant_for("gemma2") == "gemma-2"
     assert variant_for("llama3.3") == variant_for("qwen2.5") == "llama-3"
+
+
+def test_the_families_whose_scripts_sanitize_use_the_reference_rule_by_default():
+    from magpie_ray.templates import list_families, load_family
+
+    reference = {n for n in list_families() if load_family(n).sanitizer == "reference"}
+    assert reference == {"llama3.1", "llama3.3", "gemma2"}
+    assert all(load_family(n).sanitize for n in reference)

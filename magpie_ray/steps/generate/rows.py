@@ -322,7 +322,7 @@ def _follow_up_turns(
         tokens += inst.num_output_tokens
         if inst.finish_reason == "length":
             return "instruction_truncated", tokens
-        sanitizer = _sanitizer(gen.family.name, cfg) if fu.sanitize else None
+        sanitizer = _sanitizer(gen.family, cfg) if fu.sanitize else None
         instruction, rules = _clean(sanitizer, inst.text.strip())
         if not instruction:
             return "instruction_empty", tokens
@@ -345,10 +345,11 @@ def _follow_up_turns(
     return None, tokens
 
 
-def _sanitizer(family_name: str, cfg: GenerateConfig) -> str:
-    if cfg.instruction.sanitizer == "reference":
-        return variant_for(family_name)
-    return "ours"
+def _sanitizer(family, cfg: GenerateConfig) -> str:
+    """"ours", or the reference rule's variant for the family (generate.instruction.sanitizer,
+    else the family's default)."""
+    chosen = cfg.instruction.sanitizer or family.sanitizer
+    return variant_for(family.name) if chosen == "reference" else "ours"
 
 
 def row_context(
@@ -363,7 +364,7 @@ def row_context(
         responder=responder or generator,
         cfg=cfg,
         banned_ids=banned_first_token_ids(tokenizer, banned_prefixes(generator.family, cfg)),
-        sanitize=_sanitizer(generator.family.name, cfg)
+        sanitize=_sanitizer(generator.family, cfg)
         if sanitizes(generator.family, cfg)
         else None,
         follow_up_banned_ids=banned_first_token_ids(
