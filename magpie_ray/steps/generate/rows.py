@@ -346,8 +346,8 @@ def _follow_up_turns(
 
 
 def _sanitizer(family, cfg: GenerateConfig) -> str:
-    """"ours", or the reference rule's variant for the family (generate.instruction.sanitizer,
-    else the family's default)."""
+    """The sanitizer: "ours", or the reference rule's variant for the family
+    (generate.instruction.sanitizer, else the family's default)."""
     chosen = cfg.instruction.sanitizer or family.sanitizer
     return variant_for(family.name) if chosen == "reference" else "ours"
 
@@ -364,9 +364,7 @@ def row_context(
         responder=responder or generator,
         cfg=cfg,
         banned_ids=banned_first_token_ids(tokenizer, banned_prefixes(generator.family, cfg)),
-        sanitize=_sanitizer(generator.family, cfg)
-        if sanitizes(generator.family, cfg)
-        else None,
+        sanitize=_sanitizer(generator.family, cfg) if sanitizes(generator.family, cfg) else None,
         follow_up_banned_ids=banned_first_token_ids(
             tokenizer, tuple(cfg.follow_up.banned_first_token_prefixes)
         ),
