@@ -98,6 +98,9 @@ class EngineConfig:
     kind: EngineKind = EngineKind.vllm
     gpu_memory_utilization: float = 0.9
     kv_cache_gib: float | None = None  # KV-cache size; required on CPU, optional on GPU
+    # More vLLM engine arguments (quantization, kv_cache_dtype, max_num_batched_tokens,
+    # enable_prefix_caching, ...): checked against the installed vLLM's EngineArgs at preflight.
+    extra_kwargs: dict[str, Any] = field(default_factory=dict)
     enforce_eager: bool = False
     max_num_seqs: int = 256
     hf_batch_size: int = 16  # rows per forward pass in the HF engine
@@ -189,6 +192,9 @@ class BaseModelConfig(ModelFields):
     # Both engines share the actor's GPUs: keep this plus engine.gpu_memory_utilization < 1.
     gpu_memory_utilization: float = 0.4
     kv_cache_gib: float | None = None  # required on CPU, like engine.kv_cache_gib
+    # More vLLM engine arguments (quantization, kv_cache_dtype, max_num_batched_tokens,
+    # enable_prefix_caching, ...): checked against the installed vLLM's EngineArgs at preflight.
+    extra_kwargs: dict[str, Any] = field(default_factory=dict)
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = 1024
@@ -210,6 +216,9 @@ class ResponderConfig(ModelFields):
     # Both engines share the actor's GPUs: keep this plus engine.gpu_memory_utilization < 1.
     gpu_memory_utilization: float = 0.45
     kv_cache_gib: float | None = None  # required on CPU, like engine.kv_cache_gib
+    # More vLLM engine arguments (quantization, kv_cache_dtype, max_num_batched_tokens,
+    # enable_prefix_caching, ...): checked against the installed vLLM's EngineArgs at preflight.
+    extra_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -295,6 +304,9 @@ class PreferenceRewardConfig(ModelFields):
     micro_batch_size: int = 8
     max_batch_tokens: int | None = None
     kv_cache_gib: float | None = None  # vllm on CPU actors
+    # More vLLM engine arguments (quantization, kv_cache_dtype, max_num_batched_tokens,
+    # enable_prefix_caching, ...): checked against the installed vLLM's EngineArgs at preflight.
+    extra_kwargs: dict[str, Any] = field(default_factory=dict)
     gpu_memory_utilization: float = 0.45  # vllm on GPU, next to the reward model
 
 
@@ -311,6 +323,9 @@ class RewardConfig(TaggerModel):
     # Out of GPU memory, a batch is split in two and this cap lowered for the actor.
     max_batch_tokens: int | None = None
     kv_cache_gib: float | None = None  # vllm on CPU actors
+    # More vLLM engine arguments (quantization, kv_cache_dtype, max_num_batched_tokens,
+    # enable_prefix_caching, ...): checked against the installed vLLM's EngineArgs at preflight.
+    extra_kwargs: dict[str, Any] = field(default_factory=dict)
     gpu_memory_utilization: float = 0.9  # vllm on GPU
     preference_min_margin: float = 0.0  # chosen - rejected reward must reach it
     preference: PreferenceRewardConfig = field(default_factory=PreferenceRewardConfig)
@@ -325,6 +340,9 @@ class LMTaggerConfig(TaggerModel):
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
     kv_cache_gib: float | None = None  # required on CPU actors with vllm
+    # More vLLM engine arguments (quantization, kv_cache_dtype, max_num_batched_tokens,
+    # enable_prefix_caching, ...): checked against the installed vLLM's EngineArgs at preflight.
+    extra_kwargs: dict[str, Any] = field(default_factory=dict)
     max_num_seqs: int = 256
     max_tokens: int = 256  # the longest reply read
 

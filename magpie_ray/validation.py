@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from typing import Any
 
 from .config import (
     Config,
@@ -133,6 +134,7 @@ def validate_static(cfg: Config) -> None:
             "engine.kv_cache_gib is required on CPU actors (cluster.gpus_per_actor=0): "
             "set e.g. engine.kv_cache_gib=1"
         )
+    problems += engine_problems(cfg)
     if "tag" in cfg.steps:
         problems.extend(tag_problems(cfg))
     problems.extend(dedup_problems(cfg.dedup))
@@ -239,6 +241,87 @@ def tag_problems(cfg: Config) -> list[str]:
         problems.append(f"tag.task_cpus={cfg.tag.task_cpus}: must be > 0")
     if cfg.tag.max_passes < 1:
         problems.append(f"tag.max_passes={cfg.tag.max_passes}: must be >= 1")
+    return problems
+
+
+def _engines_in_use(cfg: Config) -> list[tuple[str, Any, str]]:
+    """(config key, engine settings object, engine kind) of every engine the steps will start."""
+    engines = []
+    if "generate" in cfg.steps:
+        engines.append(("engine", cfg.engine, cfg.engine.kind))
+        engines.append(("model", cfg.model, cfg.engine.kind))
+        for key, extra in (
+            ("generate.responder", cfg.generate.responder),
+            ("generate.base", cfg.generate.base),
+        ):
+            if extra.path is not None:
+                engines.append((key, extra, extra.kind))
+    if "tag" in cfg.steps:
+        for key in ("guard", "judge"):
+            lm = getattr(cfg, key)
+            if lm.enabled:
+                engines.append((key, lm, lm.engine))
+        if cfg.reward.enabled:
+            engines.append(("reward", cfg.reward, cfg.reward.engine))
+            if cfg.reward.preference.path not in (None, cfg.reward.path):
+                engines.append(
+                    ("reward.preference", cfg.reward.preference, cfg.reward.preference.engine)
+                )
+    return engines
+
+
+def engine_problems(cfg: Config) -> list[str]:
+    """Engine numbers in range, and `extra_kwargs` names the installed vLLM knows (its
+    EngineArgs fields; imported only when some engine has extra_kwargs)."""
+    problems: list[str] = []
+    ranges = {
+        "kv_cache_gib": (lambda v: v is None or v > 0, "must be > 0 (GiB), or null"),
+        "gpu_memory_utilization": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+        "max_num_seqs": (lambda v: v >= 1, "must be >= 1"),
+        "hf_batch_size": (lambda v: v >= 1, "must be >= 1"),
+        "max_model_len": (lambda v: v >= 1, "must be >= 1"),
+        "tensor_parallel_size": (lambda v: v >= 1, "must be >= 1"),
+    }
+    for key, obj, kind in _engines_in_use(cfg):
+        for name, (ok, rule) in ranges.items():
+            if hasattr(obj, name) and not ok(getattr(obj, name)):
+                problems.append(f"{key}.{name}={getattr(obj, name)}: {rule}")
+        extra = dict(getattr(obj, "extra_kwargs", None) or {})
+        if extra and kind != "vllm":
+            problems.append(f"{key}.extra_kwargs: vLLM engine arguments, but this engine is {kind}")
+        elif extra:
+            problems += _extra_kwargs_problems(f"{key}.extra_kwargs", extra)
+    return problems
+
+
+# Set from the model and engine keys of the config itself: extra_kwargs may not name them.
+_OWN_ENGINE_ARGS = (
+    "model",
+    "tokenizer",
+    "max_model_len",
+    "tensor_parallel_size",
+    "dtype",
+    "trust_remote_code",
+    "seed",
+    "runner",
+)
+
+
+def _extra_kwargs_problems(key: str, extra: dict) -> list[str]:
+    import dataclasses
+    import difflib
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    known = sorted(f.name for f in dataclasses.fields(EngineArgs))
+    problems = []
+    for name in extra:
+        if name in _OWN_ENGINE_ARGS:
+            problems.append(f"{key}.{name}: set it with its own config key, not extra_kwargs")
+        elif name not in known:
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            problems.append(f"{key}.{name}: not an engine argument of the installed vLLM{hint}")
     return problems
 
 

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
@@ -158,6 +158,7 @@ class EngineSettings:
     max_num_seqs: int = 256
     hf_batch_size: int = 16
     seed: int = 0
+    extra_kwargs: dict = field(default_factory=dict)  # more vLLM engine arguments, passed as is
 
 
 def resolve_dtype(dtype: str, on_gpu: bool) -> str:

@@ -43,6 +43,7 @@ def llm_kwargs(settings: EngineSettings, on_gpu: bool) -> dict:
         kwargs["max_num_batched_tokens"] = max(settings.max_model_len, 8192)
     if settings.kv_cache_gib is not None:
         kwargs["kv_cache_memory_bytes"] = int(settings.kv_cache_gib * _GIB)
+    kwargs.update(settings.extra_kwargs)  # the user's engine.extra_kwargs win over ours
     return kwargs
 
 

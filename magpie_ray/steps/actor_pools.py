@@ -38,6 +38,7 @@ def engine_settings(
         max_num_seqs=max_num_seqs,
         hf_batch_size=hf_batch_size,
         seed=seed,
+        extra_kwargs=dict(getattr(memory, "extra_kwargs", None) or {}),
     )
 
 

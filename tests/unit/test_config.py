@@ -366,3 +366,50 @@ def test_custom_actor_resources_count_against_the_cluster():
     with pytest.raises(ConfigError) as err:
         check_resources(cfg, {"CPU": 2.0, "engine_slot": 1.0})
     assert "engine_slot: needs 2, cluster has 1" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("engine.kv_cache_gib=-3", "engine.kv_cache_gib=-3.0: must be > 0"),
+        (
+            "engine.gpu_memory_utilization=1.5",
+            "engine.gpu_memory_utilization=1.5: must be in (0, 1]",
+        ),
+        ("engine.max_num_seqs=0", "engine.max_num_seqs=0: must be >= 1"),
+        ("model.tensor_parallel_size=0", "model.tensor_parallel_size=0: must be >= 1"),
+        ("judge.kv_cache_gib=0", "judge.kv_cache_gib=0.0: must be > 0"),
+    ],
+)
+def test_engine_numbers_are_checked_before_any_engine_starts(override, needle):
+    with pytest.raises(ConfigError) as err:
+        validate_static(_compose(override))
+    assert needle in str(err.value)
+
+
+def test_extra_engine_kwargs_are_checked_against_the_installed_vllm():
+    validate_static(
+        _compose(
+            "+engine.extra_kwargs.enable_prefix_caching=false",
+            "+judge.extra_kwargs.max_num_batched_tokens=8192",
+        )
+    )
+    with pytest.raises(ConfigError) as err:
+        validate_static(_compose("+engine.extra_kwargs.max_num_batched_tokenz=4096"))
+    assert "engine.extra_kwargs.max_num_batched_tokenz: not an engine argument" in str(err.value)
+    assert "did you mean max_num_batched_tokens" in str(err.value)
+    with pytest.raises(ConfigError, match="set it with its own config key"):
+        validate_static(_compose("+engine.extra_kwargs.max_model_len=99"))
+    with pytest.raises(ConfigError, match="but this engine is hf"):
+        validate_static(_compose("engine=hf", "+engine.extra_kwargs.quantization=fp8"))
+
+
+def test_extra_engine_kwargs_reach_vllm_and_win_over_ours():
+    from magpie_ray.engines.base import EngineSettings
+    from magpie_ray.engines.vllm_engine import llm_kwargs
+    from magpie_ray.steps.actor_pools import engine_settings
+
+    cfg = _compose("+engine.extra_kwargs.max_num_batched_tokens=4096")
+    settings = engine_settings(cfg.engine.kind, cfg.model, cfg.engine, 0)
+    assert isinstance(settings, EngineSettings)
+    assert llm_kwargs(settings, on_gpu=False)["max_num_batched_tokens"] == 4096

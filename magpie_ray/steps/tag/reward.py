@@ -219,6 +219,7 @@ class VLLMRewardScorer:
         trust_remote_code: bool = False,
         kv_cache_gib: float | None = None,
         gpu_memory_utilization: float = 0.9,
+        extra_kwargs: dict | None = None,
     ):
         import torch
         from transformers import AutoConfig, AutoTokenizer
@@ -240,7 +241,7 @@ class VLLMRewardScorer:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         if kv_cache_gib is not None:
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * (1 << 30))
-        self.llm = LLM(**kwargs)
+        self.llm = LLM(**(kwargs | dict(extra_kwargs or {})))
         self.max_length = max_length
 
     def render(self, messages: list[dict[str, str]]) -> str:
@@ -277,6 +278,7 @@ def load_scorer(config: RewardConfig):
             trust_remote_code=config.trust_remote_code,
             kv_cache_gib=config.kv_cache_gib,
             gpu_memory_utilization=config.gpu_memory_utilization,
+            extra_kwargs=config.extra_kwargs,
         )
     return RewardScorer(
         config.path,
