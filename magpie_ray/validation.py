@@ -55,12 +55,15 @@ def validate_static(cfg: Config) -> None:
         problems.append(f"generate.num_samples={gen.num_samples}: must be >= 1")
     if gen.batch_size < 1:
         problems.append(f"generate.batch_size={gen.batch_size}: must be >= 1")
-    for name, s in (("instruction", gen.instruction), ("response", gen.response)):
-        if not 0 < s.max_tokens < cfg.model.max_model_len:
-            problems.append(
-                f"generate.{name}.max_tokens={s.max_tokens}: must be in "
-                f"[1, model.max_model_len={cfg.model.max_model_len})"
-            )
+    if not 0 < gen.instruction.max_tokens < cfg.model.max_model_len:
+        problems.append(
+            f"generate.instruction.max_tokens={gen.instruction.max_tokens}: must be in "
+            f"[1, model.max_model_len={cfg.model.max_model_len})"
+        )
+    # A response's budget is cut to the context left after its prompt at run time, so it may
+    # name the context itself, as the reference's scripts do (4096 of 4096).
+    if gen.response.max_tokens < 1:
+        problems.append(f"generate.response.max_tokens={gen.response.max_tokens}: must be >= 1")
     problems += _sampling_problems("generate.response", gen.response)
     problems += _sampling_problems("generate.instruction", gen.instruction)
     problems += _sampling_problems("generate.follow_up", gen.follow_up)
