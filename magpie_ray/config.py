@@ -179,22 +179,29 @@ class PreferenceSampling:
 
 
 @dataclass
-class BaseModelConfig(ModelFields):
-    """An optional base (non-chat) model that answers every first instruction through in-context
-    examples (URIAL-style), for the paper's reward difference. It runs in the same engine actor
-    as the generator; `path: null` turns it off."""
+class ActorEngineFields(ModelFields):
+    """A second model in the generator's engine actor (base model, responder): off with
+    `path: null`; it shares the actor's GPUs, so its memory share plus
+    engine.gpu_memory_utilization (plus the other's) must stay under 1."""
 
-    name: str = ""  # recorded in `base_generator`; "" = path
-    path: str | None = None  # local folder or Hub id of a base model, e.g. Meta-Llama-3-8B
+    name: str = ""  # recorded in the rows; "" = path
+    path: str | None = None
     kind: EngineKind = EngineKind.vllm
     max_model_len: int = 4096
     tensor_parallel_size: int = 1
-    # Both engines share the actor's GPUs: keep this plus engine.gpu_memory_utilization < 1.
     gpu_memory_utilization: float = 0.4
     kv_cache_gib: float | None = None  # required on CPU, like engine.kv_cache_gib
     # More vLLM engine arguments (quantization, kv_cache_dtype, max_num_batched_tokens,
     # enable_prefix_caching, ...): checked against the installed vLLM's EngineArgs at preflight.
     extra_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BaseModelConfig(ActorEngineFields):
+    """An optional base (non-chat) model that answers every first instruction through in-context
+    examples (URIAL-style), for the paper's reward difference; `name` is recorded in
+    `base_generator`, `path` is a local folder or Hub id (e.g. Meta-Llama-3-8B)."""
+
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = 1024
@@ -202,23 +209,13 @@ class BaseModelConfig(ModelFields):
 
 
 @dataclass
-class ResponderConfig(ModelFields):
+class ResponderConfig(ActorEngineFields):
     """An optional second model that writes the responses (instructions still come from
-    `model`), as Magpie-Reasoning and MagpieLM did; it runs in the same engine actor. Responses
-    sample with `generate.response`; `path: null` turns it off."""
+    `model`), as Magpie-Reasoning and MagpieLM did; `name` is recorded in
+    `gen_response_configs.output_generator`. Responses sample with `generate.response`."""
 
-    name: str = ""  # recorded in `gen_response_configs.output_generator`; "" = path
-    path: str | None = None
-    family: str | None = None  # its template family (required with a path): stops, thinking
-    kind: EngineKind = EngineKind.vllm
-    max_model_len: int = 4096
-    tensor_parallel_size: int = 1
-    # Both engines share the actor's GPUs: keep this plus engine.gpu_memory_utilization < 1.
     gpu_memory_utilization: float = 0.45
-    kv_cache_gib: float | None = None  # required on CPU, like engine.kv_cache_gib
-    # More vLLM engine arguments (quantization, kv_cache_dtype, max_num_batched_tokens,
-    # enable_prefix_caching, ...): checked against the installed vLLM's EngineArgs at preflight.
-    extra_kwargs: dict[str, Any] = field(default_factory=dict)
+    family: str | None = None  # its template family (required with a path): stops, thinking
 
 
 @dataclass

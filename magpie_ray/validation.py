@@ -360,18 +360,7 @@ def _base_model_problems(cfg: Config) -> list[str]:
             f"generate.base.max_tokens={base.max_tokens}: must be in "
             f"[1, generate.base.max_model_len={base.max_model_len})"
         )
-    on_gpu = bool(cfg.cluster.gpus_per_actor)
-    if not on_gpu and base.kind == "vllm" and base.kv_cache_gib is None:
-        problems.append(
-            "generate.base.kv_cache_gib is required on CPU actors: set e.g."
-            " generate.base.kv_cache_gib=1"
-        )
-    if on_gpu and base.gpu_memory_utilization + cfg.engine.gpu_memory_utilization >= 1:
-        problems.append(
-            f"generate.base.gpu_memory_utilization={base.gpu_memory_utilization} + "
-            f"engine.gpu_memory_utilization={cfg.engine.gpu_memory_utilization} >= 1: both"
-            " engines share the actor's GPUs; lower one of them"
-        )
+    problems += _actor_engine_memory_problems("generate.base", base, cfg)
     from .steps.generate.base_answers import ExamplesError, load_examples
 
     try:
@@ -394,27 +383,34 @@ def _responder_problems(cfg: Config) -> list[str]:
             " e.g. generate.responder.family=qwen3"
         )
     problems += _choice_problem("generate.responder.kind", r.kind, EngineKind)
-    if not 0 < cfg.generate.response.max_tokens < r.max_model_len:
-        problems.append(
-            f"generate.response.max_tokens={cfg.generate.response.max_tokens}: must be in"
-            f" [1, generate.responder.max_model_len={r.max_model_len})"
-        )
-    on_gpu = bool(cfg.cluster.gpus_per_actor)
-    if not on_gpu and r.kind == "vllm" and r.kv_cache_gib is None:
-        problems.append(
-            "generate.responder.kv_cache_gib is required on CPU actors: set e.g."
-            " generate.responder.kv_cache_gib=1"
-        )
-    shared = cfg.engine.gpu_memory_utilization + r.gpu_memory_utilization
-    if cfg.generate.base.path is not None:
-        shared += cfg.generate.base.gpu_memory_utilization
-    if on_gpu and shared >= 1:
-        problems.append(
-            f"generate.responder.gpu_memory_utilization={r.gpu_memory_utilization} +"
-            f" engine.gpu_memory_utilization={cfg.engine.gpu_memory_utilization} (+ the base"
-            " model's) >= 1: the engines share the actor's GPUs; lower one of them"
-        )
+    problems += _actor_engine_memory_problems("generate.responder", r, cfg)
     return problems
+
+
+def _actor_engine_memory_problems(key: str, engine, cfg: Config) -> list[str]:
+    """A second engine in the generator's actor: a KV-cache size on CPU, and on GPU a memory
+    share that leaves room for the generator's engine and the actor's other extra engine."""
+    on_gpu = bool(cfg.cluster.gpus_per_actor)
+    if not on_gpu:
+        if engine.kind == "vllm" and engine.kv_cache_gib is None:
+            return [f"{key}.kv_cache_gib is required on CPU actors: set e.g. {key}.kv_cache_gib=1"]
+        return []
+    gen = cfg.generate
+    others = [e for e in (gen.base, gen.responder) if e.path is not None and e is not engine]
+    shared = cfg.engine.gpu_memory_utilization + engine.gpu_memory_utilization
+    shared += sum(e.gpu_memory_utilization for e in others)
+    if shared < 1:
+        return []
+    return [
+        f"{key}.gpu_memory_utilization={engine.gpu_memory_utilization} +"
+        f" engine.gpu_memory_utilization={cfg.engine.gpu_memory_utilization}"
+        + (
+            " (+ the actor's other extra engine) >= 1: the engines"
+            if others
+            else " >= 1: both engines"
+        )
+        + " share the actor's GPUs; lower one of them"
+    ]
 
 
 def dedup_problems(d: DedupConfig) -> list[str]:
