@@ -454,6 +454,7 @@ class Config:
     steps: list[Step] = field(default_factory=lambda: list(Step))
     template_dirs: list[str] = field(default_factory=list)  # extra family YAML folders
     examples_to_print: int = 3
+    progress_every_s: float = 30.0  # a progress line per row-wise step this often; 0 = off
     model: ModelConfig = field(default_factory=ModelConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)

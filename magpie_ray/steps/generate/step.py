@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from ...config import GenerateConfig
 from ...engines.base import EngineSettings, SamplingSpec
+from ...progress import Progress
 from ...storage import DROPPED_SCHEMA, RunStore, part_name
 from ..actor_pools import engine_settings, map_with_actors, set_actor_start_retries
 from .base_answers import BaseAnswerer, load_examples
@@ -254,6 +255,7 @@ def run_step(cfg, store: RunStore, seeds: list[dict] | None = None) -> StepStats
     todo = [row for row in seeds if row["uuid"] not in done]
     started = time.perf_counter()
     tally = _Tally()
+    progress = Progress(STEP, len(todo), cfg.progress_every_s, tokens=True)
     pending, passes = todo, 0
     while pending and passes < gen.max_passes:
         passes += 1
@@ -267,9 +269,11 @@ def run_step(cfg, store: RunStore, seeds: list[dict] | None = None) -> StepStats
                 passes,
                 gen.max_passes,
             )
-        _run_pass(cfg, pending, tally, first=passes == 1)
+        _run_pass(cfg, pending, tally, progress, first=passes == 1)
         done = store.done_uuids(STEP)
         pending = [row for row in pending if row["uuid"] not in done]
+    if todo and cfg.progress_every_s > 0:
+        progress.report()
     return StepStats(
         rows_todo=len(todo),
         rows_done_before=len(seeds) - len(todo),
@@ -314,7 +318,7 @@ class _Tally:
         self.steps[actor] = max(self.steps.get(actor, 0), stats["engine_steps"])
 
 
-def _run_pass(cfg, rows: list[dict], tally: _Tally, first: bool) -> None:
+def _run_pass(cfg, rows: list[dict], tally: _Tally, progress: Progress, first: bool) -> None:
     """One Ray Data pass of `rows` through an engine actor pool (see `actor_pools`)."""
     import ray.data
 
@@ -339,3 +343,4 @@ def _run_pass(cfg, rows: list[dict], tally: _Tally, first: bool) -> None:
     )
     for stats in ds.iter_rows():
         tally.add(stats)
+        progress.add(stats["rows"], stats["output_tokens"])

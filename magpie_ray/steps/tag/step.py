@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from ...columns import conform
 from ...config import Config
+from ...progress import Progress
 from ...storage import RunStore, part_name
 from ..actor_pools import map_with_actors, set_actor_start_retries
 from .registry import TAG_FIELDS, enabled_model_taggers
@@ -102,6 +103,7 @@ def run_step(cfg: Config, store: RunStore) -> TagStats:
     taggers = enabled_model_taggers(cfg)
     passes = 0
     missing = todo
+    progress = Progress(STEP, todo, cfg.progress_every_s)
     while files and passes < cfg.tag.max_passes:
         passes += 1
         if passes > 1:
@@ -114,8 +116,10 @@ def run_step(cfg: Config, store: RunStore) -> TagStats:
                 passes,
                 cfg.tag.max_passes,
             )
-        _run_pass(cfg, store, files, done_inside, taggers, first=passes == 1)
+        _run_pass(cfg, store, files, done_inside, taggers, progress, first=passes == 1)
         files, missing, _, done_inside = _todo_files(store, store.done_uuids(STEP))
+    if todo and cfg.progress_every_s > 0:
+        progress.report()
     return TagStats(
         rows_todo=todo,
         rows_done_before=done_before,
@@ -133,6 +137,7 @@ def _run_pass(
     files: list[str],
     done_inside: frozenset,
     taggers: list,
+    progress: Progress,
     first: bool,
 ) -> None:
     """One Ray Data pass over the untagged rows of `files` (pools: see `actor_pools`)."""
@@ -172,5 +177,5 @@ def _run_pass(
         batch_format="pyarrow",
         **task_args,
     )
-    for _ in ds.iter_rows():
-        pass
+    for written in ds.iter_rows():
+        progress.add(written["rows"])
