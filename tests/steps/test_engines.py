@@ -156,25 +156,22 @@ def test_banned_tokens_are_never_sampled(engines, family, kind):
     assert not {f.result(timeout=120).token_ids[0] for f in outs} & firsts
 
 
-def test_extra_engine_kwargs_reach_the_real_vllm_engine(tiny_model_path, family):
-    """engine.extra_kwargs goes to vLLM as is (here over our own CPU default of 8192)."""
-    from magpie_ray.engines import load_engine
-    from magpie_ray.engines.base import EngineSettings
+def test_extra_engine_kwargs_reach_the_real_vllm_engine_config(tiny_model_path):
+    """engine.extra_kwargs goes to vLLM as is (here over our own CPU default of 8192): the
+    installed vLLM builds its engine config from our arguments. (Built without starting a second
+    in-process engine: closing one tears down state the session's engine shares.)"""
+    from vllm.engine.arg_utils import EngineArgs
 
-    engine = load_engine(
-        EngineSettings(
-            kind="vllm",
-            model_path=str(tiny_model_path),
-            max_model_len=512,
-            kv_cache_gib=0.25,
-            extra_kwargs={"max_num_batched_tokens": 2048},
-        )
+    from magpie_ray.engines.base import EngineSettings
+    from magpie_ray.engines.vllm_engine import llm_kwargs
+
+    settings = EngineSettings(
+        kind="vllm",
+        model_path=str(tiny_model_path),
+        max_model_len=512,
+        kv_cache_gib=0.25,
+        extra_kwargs={"max_num_batched_tokens": 2048},
     )
-    try:
-        scheduler = engine.llm.llm_engine.vllm_config.scheduler_config
-        assert scheduler.max_num_batched_tokens == 2048
-        spec = SamplingSpec(temperature=0.0, max_tokens=8)
-        (done,) = engine.generate([engine.tokenizer.encode("Hello")], [spec])
-        assert done.num_output_tokens >= 1
-    finally:
-        engine.close()
+    config = EngineArgs(**llm_kwargs(settings, on_gpu=False)).create_engine_config()
+    assert config.scheduler_config.max_num_batched_tokens == 2048
+    assert config.model_config.max_model_len == 512
