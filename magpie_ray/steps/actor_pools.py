@@ -10,7 +10,29 @@ also runs on a cluster that lost a node. Actors that die while they start are re
 
 from __future__ import annotations
 
+import contextlib
+
+from ..config import ConfigError
+from ..engines import start_failure
 from ..engines.base import EngineSettings
+
+
+class EngineStartFailed(ConfigError):
+    """An engine actor could not start after `cluster.actor_start_retries` tries: the one-line
+    cause and fix its `EngineStartError` gave."""
+
+
+@contextlib.contextmanager
+def engine_failures():
+    """Around a pass's iteration: an error that is an engine's failure to start becomes
+    `EngineStartFailed` (one line, the CLI exits 2); any other error passes through."""
+    try:
+        yield
+    except Exception as err:
+        failure = start_failure(err)
+        if failure is None:
+            raise
+        raise EngineStartFailed(failure) from None
 
 
 def engine_settings(

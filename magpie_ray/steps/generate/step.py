@@ -24,7 +24,12 @@ from ...config import GenerateConfig
 from ...engines.base import EngineSettings, SamplingSpec
 from ...progress import Progress
 from ...storage import DROPPED_SCHEMA, RunStore, part_name
-from ..actor_pools import engine_settings, map_with_actors, set_actor_start_retries
+from ..actor_pools import (
+    engine_failures,
+    engine_settings,
+    map_with_actors,
+    set_actor_start_retries,
+)
 from .base_answers import BaseAnswerer, load_examples
 from .chat_model import chat_model, prepare_generator_family, prepare_responder_family
 from .row_pool import RowPool
@@ -73,7 +78,7 @@ class GenerateActor:
                 s.responder_family, s.template_dirs, cfg.response.thinking, responder_tokenizer
             )
         self.settings = settings
-        self.engine = load_engine(s.engine)
+        self.engine = load_engine(s.engine, "engine")
         self.base = _load_base_answerer(settings) if s.base_engine else None
         generator = chat_model(
             self.engine,
@@ -87,7 +92,7 @@ class GenerateActor:
         responder = None
         if responder_family is not None:
             responder = chat_model(
-                load_engine(s.responder_engine),
+                load_engine(s.responder_engine, "generate.responder"),
                 responder_family,
                 s.responder_name,
                 s.responder_engine.kind,
@@ -202,7 +207,7 @@ def _load_base_answerer(settings: GenerateSettings):
     base = settings.generate.base
     spec = SamplingSpec(temperature=base.temperature, top_p=base.top_p, max_tokens=base.max_tokens)
     return BaseAnswerer(
-        load_engine(settings.base_engine),
+        load_engine(settings.base_engine, "generate.base"),
         base.name or base.path,
         load_examples(base.examples_file),
         spec,
@@ -341,6 +346,7 @@ def _run_pass(cfg, rows: list[dict], tally: _Tally, progress: Progress, first: b
         resources=cl.actor_resources,
         env=cl.actor_env,
     )
-    for stats in ds.iter_rows():
-        tally.add(stats)
-        progress.add(stats["rows"], stats["output_tokens"])
+    with engine_failures():
+        for stats in ds.iter_rows():
+            tally.add(stats)
+            progress.add(stats["rows"], stats["output_tokens"])

@@ -259,7 +259,7 @@ class JudgeTagger:
         settings = engine_settings(
             config.engine, config, config, seed, max_num_seqs=config.max_num_seqs
         )
-        self.engine = load_engine(settings)
+        self.engine = load_engine(settings, "judge")
         self.model_name = config.recorded_name
         self.tasks = tuple(str(t) for t in config.tasks)
         self.max_tokens = config.max_tokens

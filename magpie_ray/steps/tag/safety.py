@@ -93,7 +93,7 @@ class SafetyTagger:
         settings = engine_settings(
             config.engine, config, config, seed, max_num_seqs=config.max_num_seqs
         )
-        self.engine = load_engine(settings)
+        self.engine = load_engine(settings, "guard")
         self.model_name = config.recorded_name
         self.use_chat_template = config.use_chat_template
         self.spec = SamplingSpec(

@@ -34,7 +34,7 @@ from ...columns import conform
 from ...config import Config
 from ...progress import Progress
 from ...storage import RunStore, part_name
-from ..actor_pools import map_with_actors, set_actor_start_retries
+from ..actor_pools import engine_failures, map_with_actors, set_actor_start_retries
 from .registry import TAG_FIELDS, enabled_model_taggers
 from .text_tags import add_text_tags
 
@@ -177,5 +177,6 @@ def _run_pass(
         batch_format="pyarrow",
         **task_args,
     )
-    for written in ds.iter_rows():
-        progress.add(written["rows"])
+    with engine_failures():
+        for written in ds.iter_rows():
+            progress.add(written["rows"])
