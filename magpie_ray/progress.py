@@ -48,6 +48,7 @@ class Progress:
         self.started = self.last = clock()
         self.rows = 0
         self.output_tokens = 0
+        self.reported_rows: int | None = None  # rows at the last line emitted
 
     def add(self, rows: int, output_tokens: int = 0) -> None:
         self.rows += rows
@@ -56,8 +57,13 @@ class Progress:
             self.report()
 
     def report(self) -> None:
-        self.last = self.clock()
+        self.last, self.reported_rows = self.clock(), self.rows
         self.emit(self.line())
+
+    def finish(self) -> None:
+        """The step's last line, unless the last one emitted already counts every row."""
+        if self.every_s > 0 and self.total and self.reported_rows != self.rows:
+            self.report()
 
     def line(self) -> str:
         elapsed = max(self.clock() - self.started, 1e-9)

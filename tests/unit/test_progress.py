@@ -45,3 +45,16 @@ def test_no_rate_yet_and_off():
 
 def test_durations_read_as_a_person_writes_them():
     assert [duration(s) for s in (0, 45, 214, 7500)] == ["0s", "45s", "3m 34s", "2h 05m"]
+
+
+def test_the_last_line_is_not_repeated():
+    clock, lines = Clock(), []
+    progress = Progress("tag", 10, 5, clock=clock, emit=lines.append)
+    clock.now += 6
+    progress.add(10)
+    progress.finish()
+    assert len(lines) == 1 and "10 / 10 rows" in lines[0]
+    quiet = Progress("tag", 10, 5, clock=clock, emit=lines.append)
+    quiet.add(4)
+    quiet.finish()
+    assert lines[-1].startswith("tag: 4 / 10 rows (40%)")

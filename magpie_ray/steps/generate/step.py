@@ -277,8 +277,7 @@ def run_step(cfg, store: RunStore, seeds: list[dict] | None = None) -> StepStats
         _run_pass(cfg, pending, tally, progress, first=passes == 1)
         done = store.done_uuids(STEP)
         pending = [row for row in pending if row["uuid"] not in done]
-    if todo and cfg.progress_every_s > 0:
-        progress.report()
+    progress.finish()
     return StepStats(
         rows_todo=len(todo),
         rows_done_before=len(seeds) - len(todo),

@@ -118,8 +118,7 @@ def run_step(cfg: Config, store: RunStore) -> TagStats:
             )
         _run_pass(cfg, store, files, done_inside, taggers, progress, first=passes == 1)
         files, missing, _, done_inside = _todo_files(store, store.done_uuids(STEP))
-    if todo and cfg.progress_every_s > 0:
-        progress.report()
+    progress.finish()
     return TagStats(
         rows_todo=todo,
         rows_done_before=done_before,
