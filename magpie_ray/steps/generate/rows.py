@@ -11,19 +11,21 @@ engine Future it needs and returns an `Outcome`: a kept row with the columns of
 
 Per row, in order: the generator samples the instruction from the row's pre-query (its system
 prompt and decoding-grid cell come from the seed row; the date of a dated template is the day the
-row runs; with `banned_first_token_prefixes`, a one-token request that bans them picks the first
-token and a second request continues from it, since vLLM V1 has no per-request logits
-processors); the sanitizer (optional) cleans it, keeping `raw_instruction` and recording the
-rules that fired; the responder (the generator, or `generate.responder`) answers it from its
-chat template in its thinking mode, and its reasoning goes to `response_reasoning`, its answer to
-`response`. A reasoning that never ends (max_tokens) keeps the row with an empty `response` and
-finish reason "length". With preference sampling one more request (n=K) writes `responses`;
-with a base model its engine writes `base_output`; both run beside the response. Turns after
-the first continue the conversation: a follow-up instruction sampled by the generator from the
-history (answers only, under the family's `multi_turn` system prompt when it has one) and its
-answer. A follow-up turn that fails (truncated, empty, too long, unclosed reasoning) ends the
-conversation early instead of dropping the row: `num_turns` says how many turns it has and
-`multi_turn_stop_reason` why it stopped. `instruction` / `response` are always the first turn.
+row runs; with `banned_first_token_prefixes` or `flaming_tokens`, a one-token request picks the
+first token, without the banned ones and at temperature x factor, and a second request continues
+from it, since vLLM V1 has no per-request logits processors); the sanitizer (optional) cleans it,
+keeping `raw_instruction` and recording the rules that fired; the responder (the generator, or
+`generate.responder`) answers it from its chat template in its thinking mode, and its reasoning
+goes to `response_reasoning`, its answer to `response`. A reasoning that never ends (max_tokens)
+keeps the row with an empty `response` and finish reason "length". With preference sampling one
+more request (n=K) writes `responses`; with a base model its engine writes `base_output`; both run
+beside the response. Turns after the first continue the conversation: a follow-up instruction
+sampled by the generator from the history (answers only, under the family's `multi_turn` system
+prompt when it has one) with `generate.follow_up`'s settings (the reference's by default: T=1,
+top_p=1, no sanitizer or ban), and its answer. A follow-up turn that fails (truncated, empty, too
+long, unclosed reasoning) ends the conversation early instead of dropping the row: `num_turns` says
+how many turns it has and `multi_turn_stop_reason` why it stopped. `instruction` / `response` are
+always the first turn.
 `row_pool.py` drives many rows at once; `step.py` runs them on Ray.
 """
 
