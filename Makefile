@@ -18,9 +18,10 @@ run: install model
 test: install assets
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The fast lane: everything that starts no Ray, loads no model weights and runs no CLI.
+# The fast lane: everything that starts no Ray, loads no model weights and runs no CLI, on every
+# core (pytest-xdist; the whole suite stays serial: its Ray clusters would compete).
 test-fast: install assets
-	$(BIN)/python -m pytest -m "not cluster and not model and not cli" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto -m "not cluster and not model and not cli" $(PYTEST_ARGS)
 
 install: $(STAMP)
 
