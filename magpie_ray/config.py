@@ -405,12 +405,17 @@ class Condition:
     """One filter predicate: a row is kept when `<column> <op> <value>` holds; null never does.
 
     ops: > >= < <= == != (ordinal on input_quality / difficulty labels), in, not_in,
-    not_endswith, contains, not_contains (case-sensitive substrings of strings).
+    not_endswith, contains, not_contains (case-sensitive substrings of strings), newlines_lt
+    (fewer than `value` line breaks in the text).
+    A row whose `unless_column` value is one of `unless_in` passes whatever its `column` holds
+    (the cards' "instructions with fewer than 5 line breaks, except for coding & debugging").
     """
 
     column: str = "???"
     op: str = ">="
     value: Any = None
+    unless_column: str | None = None
+    unless_in: list[Any] | None = None
 
 
 @dataclass

@@ -10,6 +10,7 @@ detail (the value that failed), in table order. Stages, in order:
    Quality and difficulty labels compare by rank (`ORDINAL_LABELS`), numbers numerically.
    A null value (a failed tag, NaN, or a column the data lacks) never passes and is counted
    under its own reason "<column> is null"; an unknown label under "<column> unknown label".
+   A condition with `unless_column` / `unless_in` lets the rows whose value is listed through.
 2. `exclude_truncated`: rows whose response hit max_tokens (finish reason "length") are
    dropped as "response truncated", before length ranking can favour them.
 3. top-k: the `top_k` longest responses (characters: `length_column`, else len(response)),
@@ -40,7 +41,8 @@ COMPARISONS = {
 }
 SET_OPS = ("in", "not_in")
 STRING_OPS = ("not_endswith", "contains", "not_contains")
-OPS = (*COMPARISONS, *SET_OPS, *STRING_OPS)
+COUNT_OPS = ("newlines_lt",)
+OPS = (*COMPARISONS, *SET_OPS, *STRING_OPS, *COUNT_OPS)
 TRUNCATED = "response truncated"
 BELOW_TOP_K = "not in top-k longest"
 
@@ -50,7 +52,11 @@ def describe(cond: Condition) -> str:
     value = cond.value
     if isinstance(value, list | tuple):
         value = "[" + ", ".join(str(v) for v in value) + "]"
-    return f"{cond.column} {cond.op.replace('_', ' ')} {value}"
+    op = "newlines <" if cond.op == "newlines_lt" else cond.op.replace("_", " ")
+    text = f"{cond.column} {op} {value}"
+    if cond.unless_column:
+        text += f" unless {cond.unless_column} in [{', '.join(map(str, cond.unless_in or []))}]"
+    return text
 
 
 def filter_problems(recipe: FilterConfig) -> list[str]:
@@ -67,6 +73,12 @@ def filter_problems(recipe: FilterConfig) -> list[str]:
             problems.append(f"{where}: '{cond.op}' needs a list value")
         elif cond.op in STRING_OPS and not isinstance(cond.value, str):
             problems.append(f"{where}: '{cond.op}' needs a string value")
+        elif cond.op in COUNT_OPS and (
+            isinstance(cond.value, bool) or not isinstance(cond.value, int)
+        ):
+            problems.append(f"{where}: '{cond.op}' needs a whole number")
+        elif bool(cond.unless_column) != (cond.unless_in is not None):
+            problems.append(f"{where}: unless_column and unless_in go together")
         elif labels and any(v not in labels for v in values):
             problems.append(f"{where}: {cond.column} labels are {list(labels)}")
         elif cond.value is None:
@@ -118,6 +130,14 @@ def _mask(values: pa.Array) -> np.ndarray:
     return values.to_numpy(zero_copy_only=False).astype(bool)
 
 
+def _exempt(table: pa.Table, cond: Condition) -> np.ndarray:
+    """Rows the condition's `unless` clause lets through whatever its column holds."""
+    if not cond.unless_column:
+        return np.zeros(table.num_rows, dtype=bool)
+    values = pc.is_in(_column(table, cond.unless_column), value_set=pa.array(cond.unless_in))
+    return _mask(pc.fill_null(values, False))
+
+
 def _passes(column: pa.Array, cond: Condition) -> tuple[np.ndarray, np.ndarray]:
     """(passes, unknown_label) masks over the rows; nulls pass nothing."""
     unknown = np.zeros(len(column), dtype=bool)
@@ -133,6 +153,8 @@ def _passes(column: pa.Array, cond: Condition) -> tuple[np.ndarray, np.ndarray]:
         result = pc.match_substring(column.cast(pa.string()), pattern=cond.value)
         if cond.op == "not_contains":
             result = pc.invert(result)
+    elif cond.op == "newlines_lt":
+        result = pc.less(pc.count_substring(column.cast(pa.string()), pattern="\n"), cond.value)
     elif labels:
         ranks = pc.index_in(column.cast(pa.string()), value_set=pa.array(labels))
         unknown = _mask(column.is_valid()) & _mask(ranks.is_null())
@@ -165,6 +187,7 @@ def select_rows(table: pa.Table, recipe: FilterConfig) -> Selection:
     details: list[str | None] = [None] * n
     alive = np.ones(n, dtype=bool)
     needed = {c.column for c in recipe.conditions} | {recipe.balance_column or "uuid"}
+    needed |= {c.unless_column for c in recipe.conditions if c.unless_column}
     missing = sorted(needed - set(table.column_names))
 
     def drop(mask: np.ndarray, reason: str, values: pa.Array | None = None) -> None:
@@ -178,7 +201,8 @@ def select_rows(table: pa.Table, recipe: FilterConfig) -> Selection:
 
     for cond in recipe.conditions:
         column = _column(table, cond.column)
-        drop(_mask(column.is_null()), f"{cond.column} is null")
+        exempt = _exempt(table, cond)
+        drop(_mask(column.is_null()) & ~exempt, f"{cond.column} is null")
         if pa.types.is_null(column.type):
             continue
         try:
@@ -188,8 +212,8 @@ def select_rows(table: pa.Table, recipe: FilterConfig) -> Selection:
                 f"filter condition '{describe(cond)}': {cond.column} is {column.type}, "
                 f"which cannot be compared with {cond.value!r} ({err})"
             ) from err
-        drop(unknown, f"{cond.column} unknown label", column)
-        drop(~passes, describe(cond), column)
+        drop(unknown & ~exempt, f"{cond.column} unknown label", column)
+        drop(~passes & ~exempt, describe(cond), column)
     if recipe.exclude_truncated:
         finish = _column(table, "response_finish_reason").cast(pa.string())
         drop(_mask(pc.fill_null(pc.equal(finish, "length"), False)), TRUNCATED)

@@ -244,3 +244,92 @@ def test_contains_and_not_contains_match_substrings_case_sensitively():
         "needs a string value"
         in filter_problems(FilterConfig(conditions=[Condition("instruction", "contains", 1)]))[0]
     )
+
+
+def test_line_break_limit_spares_the_exempt_category_and_rejects_bad_values():
+    many = "Step one\n" * 6
+    rows = {
+        "short": {"instruction": "a\nb", "task_category": "Math"},
+        "long": {"instruction": many, "task_category": "Math"},
+        "long-code": {"instruction": many, "task_category": "Coding & Debugging"},
+        "four": {"instruction": "a\nb\nc\nd\ne", "task_category": None},
+        "five": {"instruction": "a\nb\nc\nd\ne\nf", "task_category": None},
+    }
+    tbl = pa.Table.from_pylist([{"uuid": u, "response": "x", **r} for u, r in rows.items()])
+    rule = Condition("instruction", "newlines_lt", 5)
+    rule.unless_column, rule.unless_in = "task_category", ["Coding & Debugging"]
+    reason = "instruction newlines < 5 unless task_category in [Coding & Debugging]"
+    assert outcome(tbl, FilterConfig(conditions=[rule])) == {
+        "short": None,
+        "long": reason,
+        "long-code": None,
+        "four": None,
+        "five": reason,
+    }
+    strict = FilterConfig(conditions=[Condition("instruction", "newlines_lt", 5)])
+    assert outcome(tbl, strict)["long-code"] == "instruction newlines < 5"
+
+    problems = filter_problems(
+        FilterConfig(
+            conditions=[
+                Condition("instruction", "newlines_lt", "5"),
+                Condition("instruction", "newlines_lt", 5, unless_column="task_category"),
+            ]
+        )
+    )
+    assert "needs a whole number" in problems[0]
+    assert "unless_column and unless_in go together" in problems[1]
+
+
+CARD_ROW = {
+    **GOOD,
+    "input_quality": "average",
+    "instruct_reward": -10.0,
+    "language": "ZH",
+    "task_category": "Math",
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "top_k", "kept", "dropped"),
+    [
+        # Pro-300K: average quality and a reward of exactly -10 pass; a ':' ending does not.
+        ("card-magpie-pro-300k-filtered", 300_000, {}, {"instruction": "List these:"}),
+        # Air-300K: needs good quality and medium difficulty on top.
+        (
+            "card-magpie-air-300k-filtered",
+            300_000,
+            {"input_quality": "good"},
+            {"difficulty": "easy"},
+        ),
+        # Llama-3.3-Pro-500K: five line breaks fail unless the row is coding.
+        (
+            "card-magpie-llama-3.3-pro-500k-filtered",
+            500_000,
+            {
+                "input_quality": "good",
+                "instruction": "1\n2\n3\n4\n5\n6",
+                "task_category": "Coding & Debugging",
+            },
+            {"task_category": "Math"},
+        ),
+        # Qwen2-Pro-200K-Chinese: Chinese instructions only.
+        ("card-magpie-qwen2-pro-200k-chinese", 200_000, {}, {"language": "EN"}),
+    ],
+)
+def test_data_card_presets_keep_and_drop_what_their_cards_say(name, top_k, kept, dropped):
+    recipe = preset(name)
+    assert recipe.name == name and recipe.top_k == top_k and not filter_problems(recipe)
+    rows = [
+        {"uuid": "kept", **CARD_ROW, **kept},
+        {"uuid": "dropped", **CARD_ROW, **kept, **dropped},
+        {"uuid": "low-reward", **CARD_ROW, **kept, "instruct_reward": -10.5},
+        {"uuid": "duplicate", **CARD_ROW, **kept, "is_canonical": False},
+    ]
+    for row in rows:
+        row["response"] = "x" * row["response_length"]
+    result = outcome(pa.Table.from_pylist(rows), recipe)
+    assert result["kept"] is None
+    assert result["dropped"] is not None
+    assert result["low-reward"] == "instruct_reward >= -10"
+    assert result["duplicate"] == "is_canonical == True"
