@@ -249,6 +249,10 @@ class ClusterConfig:
     address: str | None = None  # None: RAY_ADDRESS when set (ray job submit), else a local Ray
     num_cpus: int | None = None  # CPUs of a local Ray; None = all
     num_actors: int = 1
+    # Autoscaling: the pool starts at num_actors and grows to max_actors while batches wait (Ray
+    # Data asks an autoscaling cluster for the nodes they need), shrinking back when idle.
+    # None: a fixed pool of num_actors.
+    max_actors: int | None = None
     # Batches each actor works on at once; they share its engine, so while one batch waits for
     # its longest response the others keep the engine full.
     batches_in_flight: int = 4
@@ -270,6 +274,7 @@ class PoolConfig:
     """How one tagging model's Ray Data actor pool is sized."""
 
     num_actors: int = 1
+    max_actors: int | None = None  # autoscaling from num_actors up to this; None = fixed
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
     batch_size: int = 32  # rows per actor call

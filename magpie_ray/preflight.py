@@ -127,7 +127,8 @@ def check_tagger_tokenizers(cfg: Config, result: Preflight) -> None:
 
 
 def check_resources(cfg: Config, available: dict) -> None:
-    """Each step's actor pools run at once, so each step's total must fit the cluster."""
+    """Each step's actor pools run at once, so each step's total must fit the cluster (at
+    `num_actors`: an autoscaling pool starts there and grows to `max_actors` with the cluster)."""
     cl = cfg.cluster
     needs = {}
     if "generate" in cfg.steps:

@@ -200,3 +200,20 @@ def build_tiny_chat_model(
             head.weight[unused] = 0.0
     model.eval()
     return save_model_folder(model, tokenizer, out_dir)
+
+
+class PidStamper:
+    """A Ray Data actor for actor-pool tests (Ray needs actor classes importable from the
+    package): adds each row's worker process id as `pid`, after `delay_s` per call."""
+
+    def __init__(self, delay_s: float = 0.2):
+        self.delay_s = delay_s
+
+    def __call__(self, batch):
+        import os
+        import time
+
+        import pyarrow as pa
+
+        time.sleep(self.delay_s)
+        return batch.append_column("pid", pa.array([os.getpid()] * batch.num_rows, pa.int64()))

@@ -116,6 +116,7 @@ def validate_static(cfg: Config) -> None:
     cl = cfg.cluster
     if cl.num_actors < 1:
         problems.append(f"cluster.num_actors={cl.num_actors}: must be >= 1")
+    problems += _max_actors_problems("cluster", cl.num_actors, cl.max_actors)
     if cl.batches_in_flight < 1:
         problems.append(f"cluster.batches_in_flight={cl.batches_in_flight}: must be >= 1")
     if cl.actor_start_retries < 0:
@@ -183,7 +184,16 @@ def _pool_problems(key: str, pool: PoolConfig) -> list[str]:
         problems.append(f"{key}.pool.num_actors and {key}.pool.batch_size must be >= 1")
     if pool.cpus_per_actor < 0 or pool.gpus_per_actor < 0:
         problems.append(f"{key}.pool.cpus_per_actor and gpus_per_actor must be >= 0")
-    return problems
+    return problems + _max_actors_problems(f"{key}.pool", pool.num_actors, pool.max_actors)
+
+
+def _max_actors_problems(key: str, num_actors: int, max_actors: int | None) -> list[str]:
+    if max_actors is None or max_actors >= num_actors:
+        return []
+    return [
+        f"{key}.max_actors={max_actors}: must be >= {key}.num_actors={num_actors} (the pool "
+        f"autoscales from num_actors to max_actors), or null for a fixed pool"
+    ]
 
 
 def tag_problems(cfg: Config) -> list[str]:

@@ -4,7 +4,8 @@ Both row-wise steps (generate, tag) run their models in Ray Data actor pools: on
 actor, `concurrency` calls in flight per actor (threaded, so a call that waits on its engine
 does not block the others). A first pass starts the configured pool at once; a later pass (rows
 lost with a dead actor or node) starts at one actor and grows to the configured size, so it
-also runs on a cluster that lost a node. Actors that die while they start are replaced up to
+also runs on a cluster that lost a node. With `max_actors` a pool autoscales between the two
+sizes. Actors that die while they start are replaced up to
 `cluster.actor_start_retries` times in a row before the run fails.
 """
 
@@ -78,6 +79,7 @@ def map_with_actors(
     kwargs: dict,
     *,
     num_actors: int,
+    max_actors: int | None = None,
     concurrency: int,
     num_cpus: float,
     num_gpus: float,
@@ -87,10 +89,17 @@ def map_with_actors(
     env: dict[str, str] | None = None,
 ):
     """`ds` through a pool of `actor(**kwargs)` (pyarrow batches of `batch_size` rows; None:
-    one block per call)."""
+    one block per call): `num_actors` of them, or from `num_actors` up to `max_actors` as Ray
+    Data's autoscaler finds work waiting."""
     import ray.data
 
-    size = {"size": num_actors} if first_pass else {"min_size": 1, "max_size": num_actors}
+    top = max(num_actors, max_actors or num_actors)
+    if not first_pass:
+        size = {"min_size": 1, "max_size": top}
+    elif top > num_actors:
+        size = {"min_size": num_actors, "max_size": top}
+    else:
+        size = {"size": num_actors}
     return ds.map_batches(
         actor,
         fn_constructor_kwargs=kwargs,

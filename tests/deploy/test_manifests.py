@@ -26,7 +26,11 @@ DOCS = [
     for doc in docs
 ]
 RAY_VERSION = "2.60.0"
-OVERLAYS = {"deploy/kuberay/overlays/generate-1node-8gpu", "deploy/kuberay/overlays/cpu-dev"}
+OVERLAYS = {
+    "deploy/kuberay/overlays/generate-1node-8gpu",
+    "deploy/kuberay/overlays/cpu-dev",
+    "deploy/kuberay/overlays/autoscaling-gpu",
+}
 
 
 def containers(template: dict) -> list[dict]:
@@ -245,6 +249,19 @@ def test_the_8_gpu_run_uses_every_gpu_with_one_engine_per_gpu():
     actors_gpus = cfg.cluster.num_actors * cfg.cluster.gpus_per_actor
     assert actors_gpus == m.ray_resources(job)["GPU"] == 8
     assert cfg.run_name == "magpie-air" and cfg.generate.num_samples == 1_000_000
+
+
+def test_the_autoscaling_cluster_starts_the_pool_on_its_first_node_and_grows_it_to_every_gpu():
+    (doc,) = RENDERED["deploy/kuberay/overlays/autoscaling-gpu"]
+    spec = doc["spec"]
+    assert spec["enableInTreeAutoscaling"] is True
+    (workers,) = spec["workerGroupSpecs"]
+    assert workers["minReplicas"] <= workers["replicas"] < workers["maxReplicas"]
+    cfg = compose_entrypoint(m.entrypoint(doc))
+    per_pod = m.group_resources(workers)["GPU"]
+    cl = cfg.cluster
+    assert cl.num_actors * cl.gpus_per_actor == workers["replicas"] * per_pod
+    assert cl.max_actors * cl.gpus_per_actor == workers["maxReplicas"] * per_pod
 
 
 def test_renderer_applies_rfc6902_ops_and_refuses_what_it_cannot_render(tmp_path):

@@ -338,6 +338,7 @@ def _run_pass(cfg, rows: list[dict], tally: _Tally, progress: Progress, first: b
         # another in one call, so a batch waited for the previous one's longest row.
         batch_size=None,
         num_actors=cl.num_actors,
+        max_actors=cl.max_actors,
         concurrency=cl.batches_in_flight,
         num_cpus=cl.cpus_per_actor,
         num_gpus=cl.gpus_per_actor,

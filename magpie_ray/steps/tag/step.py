@@ -162,6 +162,7 @@ def _run_pass(
             tagger.actor,
             {"config": config, "seed": cfg.seed},
             num_actors=config.pool.num_actors,
+            max_actors=config.pool.max_actors,
             concurrency=tagger.concurrency,
             num_cpus=config.pool.cpus_per_actor,
             num_gpus=config.pool.gpus_per_actor,
