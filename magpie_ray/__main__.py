@@ -13,6 +13,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from . import console
 from .config import Config, ConfigError, Mode, register
 from .paths import is_uri, resolve_paths
 from .redact import redacted
@@ -61,6 +62,9 @@ def main(dcfg: DictConfig) -> None:
             _check(cfg)
             return
         _resolve_output_dir(cfg)
+        log_file = console.log_path(cfg.log_file, cfg.run_uri, cfg.run_name)
+        console.setup(cfg.quiet, log_file)
+        print(f"magpie_ray: log file {log_file}", file=sys.stderr)
         for note in advice(cfg):
             print(f"magpie_ray: note: {note}", file=sys.stderr)
         # The run uses the real actor_env; the config.yaml it writes (published with the data)

@@ -465,6 +465,8 @@ class Config:
     template_dirs: list[str] = field(default_factory=list)  # extra family YAML folders
     examples_to_print: int = 3
     progress_every_s: float = 30.0  # a progress line per row-wise step this often; 0 = off
+    quiet: bool = True  # console: steps, notes, warnings, summary; the rest in the log file
+    log_file: str | None = None  # None: <run>/logs/driver.log (a temp file for URI runs)
     model: ModelConfig = field(default_factory=ModelConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)

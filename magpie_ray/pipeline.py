@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from . import console
 from .config import Config
 from .export import ExportStats
 from .paths import resolve_paths
@@ -51,6 +52,7 @@ def connect(cfg: Config) -> None:
 
     if not ray.is_initialized():
         ray.init(address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus)
+    console.reapply()
     if cfg.cluster.check_resources:
         check_resources(cfg, ray.cluster_resources())
 

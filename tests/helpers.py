@@ -243,3 +243,27 @@ def tagged_table(rows: list[dict]):
         ]
     )
     return pa.Table.from_pylist(rows, schema=schema)
+
+
+def scraped_counters(port: int, run: str, minimum: dict[str, float], timeout_s: float = 90):
+    """The `magpie_*` counters of run `run` on a node's Prometheus endpoint (summed over the
+    processes that reported them, by metric name and `reason`), polled until every counter in
+    `minimum` reaches its value or `timeout_s` passes (Ray exports every few seconds)."""
+    import re
+    import time
+    import urllib.request
+
+    line = re.compile(r"^ray_(magpie_\w+)_total\{(.*)\} ([0-9.e+-]+)$")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        totals: dict[str, float] = {}
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        for match in map(line.match, text.decode().splitlines()):
+            if not match or f'run="{run}"' not in match.group(2):
+                continue
+            reason = re.search(r'reason="([^"]*)"', match.group(2))
+            name = match.group(1) + (f"[{reason.group(1)}]" if reason else "")
+            totals[name] = totals.get(name, 0.0) + float(match.group(3))
+        if all(totals.get(k, 0) >= v for k, v in minimum.items()) or time.monotonic() > deadline:
+            return totals
+        time.sleep(2)

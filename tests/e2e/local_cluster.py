@@ -44,6 +44,7 @@ class Cluster:
     gcs_address: str
     env: dict[str, str]
     auth_token: str | None = None  # set: the cluster runs in token-auth mode with this token
+    metrics_port: int | None = None  # the head's Prometheus endpoint (Ray metrics)
 
 
 def free_ports(count: int) -> list[int]:
@@ -156,12 +157,15 @@ def start_head(
     with `teardown`."""
     temp_dir = Path(tempfile.mkdtemp(prefix="mr-", dir="/tmp"))
     gcs, dashboard, client = free_ports(3)
+    node_ports = _node_ports()
+    metrics = next(f for f in node_ports if f.startswith("--metrics-export-port="))
     cluster = Cluster(
         temp_dir=temp_dir,
         dashboard_url=f"http://127.0.0.1:{dashboard}",
         gcs_address=f"127.0.0.1:{gcs}",
         env={**cluster_env(temp_dir, auth_token), **(extra_env or {})},
         auth_token=auth_token,
+        metrics_port=int(metrics.split("=", 1)[1]),
     )
     try:
         _ray_start(
@@ -170,7 +174,7 @@ def start_head(
                 f"--port={gcs}",
                 f"--dashboard-port={dashboard}",
                 f"--ray-client-server-port={client}",
-                *_node_ports(),
+                *node_ports,
                 f"--temp-dir={temp_dir}",
                 *_resource_flags(num_cpus, resources),
                 "--include-dashboard=true",

@@ -32,7 +32,7 @@ from tests.e2e.local_cluster import (
     teardown,
     wait_for_job,
 )
-from tests.helpers import read_parts, run_uuids
+from tests.helpers import read_parts, run_uuids, scraped_counters
 
 NUM_SAMPLES = 8
 # A credential planted in the job's actor_env: the run must use it and never write it down.
@@ -137,6 +137,13 @@ def test_guide_submit_is_refused_without_the_token_and_writes_every_row_with_it(
         f"every sample must be written once, kept or dropped: kept {len(kept)}, "
         f"dropped {len(dropped)}, expected {NUM_SAMPLES}"
     )
+    # Ray metrics on the head's Prometheus endpoint: every row counted once, kept or dropped.
+    wanted = {"magpie_rows_generated": len(kept), "magpie_output_tokens": 1}
+    counted = scraped_counters(ray_cluster.metrics_port, "jobtest", wanted)
+    dropped_counted = sum(v for k, v in counted.items() if k.startswith("magpie_rows_dropped["))
+    assert counted.get("magpie_rows_generated") == len(kept), counted
+    assert dropped_counted == len(dropped), counted
+    assert counted["magpie_engine_busy_seconds"] > 0, counted
     for row in read_parts(run_dir / "generated"):
         assert row["instruction"].strip(), f"empty instruction in kept row {row['uuid']}"
         assert row["response"].strip(), f"empty response in kept row {row['uuid']}"

@@ -21,6 +21,7 @@ from tests.helpers import (
     QUESTIONS,
     generated_rows,
     read_parts,
+    scraped_counters,
     tag_config,
     write_generated,
 )
@@ -46,6 +47,11 @@ def test_tag_step_fills_every_pool_survives_killed_taggers_and_resumes(
         assert at is not None and at < ROWS, f"the {pool} kill landed after the run"
     stats = run.join(timeout=600)
     assert (stats.rows_todo, stats.rows_tagged, stats.rows_missing) == (ROWS, ROWS, 0)
+    # Ray metrics: the rows tagged reach the node's Prometheus endpoint, under the run's name
+    # (a writer retried after a kill may count its part twice, never fewer).
+    port = local_ray.nodes()[0]["MetricsExportPort"]
+    counted = scraped_counters(port, Path(cfg.run_uri).name, {"magpie_rows_tagged": ROWS})
+    assert counted.get("magpie_rows_tagged", 0) >= ROWS, counted
     assert stats.pools == ("reward", "guard", "judge", "embedder")
     rows = read_parts(tagged_dir)
     assert sorted(r["uuid"] for r in rows) == sorted(r["uuid"] for r in generated.values())

@@ -16,10 +16,12 @@ import logging
 import os
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import pyarrow as pa
 
+from ... import console, metrics
 from ...config import GenerateConfig
 from ...engines.base import EngineSettings, SamplingSpec
 from ...progress import Progress
@@ -143,10 +145,12 @@ class GenerateActor:
         load_seconds = 0.0 if self._reported_load else self.load_seconds
         self._reported_load = True
         engines = [self.engine] + ([self.responder_engine] if self.responder_engine else [])
+        busy = sum(e.busy_seconds for e in engines)
+        self._count_metrics(result, busy)
         return {
             "actor": [self.actor_key],
             # cumulative over the actor; with a responder, both engines' time and steps
-            "engine_busy_seconds": [sum(e.busy_seconds for e in engines)],
+            "engine_busy_seconds": [busy],
             "engine_steps": [sum(e.steps for e in engines)],
             "rows": [len(result.kept) + len(result.dropped)],
             "skipped": [skipped],
@@ -156,6 +160,17 @@ class GenerateActor:
             "finished_at": [time.time()],
             "load_seconds": [load_seconds],
         }
+
+    def _count_metrics(self, result: BatchResult, busy_seconds: float) -> None:
+        """The batch's rows, drops by reason, output tokens and engine time as Ray metrics."""
+        run = metrics.run_label(self.settings.run_uri)
+        metrics.count("magpie_rows_generated", len(result.kept), run)
+        for reason, n in Counter(row["reason"] for row in result.dropped).items():
+            metrics.count("magpie_rows_dropped", n, run, reason=reason)
+        metrics.count("magpie_output_tokens", result.output_tokens, run)
+        busy_before = getattr(self, "_busy_counted", 0.0)
+        metrics.count("magpie_engine_busy_seconds", busy_seconds - busy_before, run)
+        self._busy_counted = busy_seconds
 
 
 def _restarted_actor() -> bool:
@@ -344,7 +359,7 @@ def _run_pass(cfg, rows: list[dict], tally: _Tally, progress: Progress, first: b
         num_gpus=cl.gpus_per_actor,
         first_pass=first,
         resources=cl.actor_resources,
-        env=cl.actor_env,
+        env=console.actor_env(cfg.quiet, cl.actor_env),
     )
     with engine_failures():
         for stats in ds.iter_rows():

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ... import console, metrics
 from ...columns import conform
 from ...config import Config
 from ...progress import Progress
@@ -59,6 +60,7 @@ def write_tagged_part(table: pa.Table, run_uri: str) -> dict:
     indices = table.column("index").to_pylist()
     name = part_name(min(indices), table.column("uuid").to_pylist())
     store.write_part(store.kept_dir(STEP), name, table)
+    metrics.count("magpie_rows_tagged", table.num_rows, metrics.run_label(run_uri))
     return {"rows": [table.num_rows]}
 
 
@@ -168,7 +170,7 @@ def _run_pass(
             num_gpus=config.pool.gpus_per_actor,
             batch_size=config.pool.batch_size,
             first_pass=first,
-            env=cfg.cluster.actor_env,
+            env=console.actor_env(cfg.quiet, cfg.cluster.actor_env),
         )
     ds = ds.map_batches(
         write_tagged_part,
