@@ -104,6 +104,10 @@ class EngineConfig:
     enforce_eager: bool = False
     max_num_seqs: int = 256
     hf_batch_size: int = 16  # rows per forward pass in the HF engine
+    # Seconds the generate step's engines (generator, base, responder) may take to become
+    # ready; a start that takes longer fails like any start failure. Generous: a 405B model
+    # read from network storage onto 16 GPUs can take 20 minutes; this catches a hung start.
+    start_timeout_s: float = 1800.0
 
 
 @dataclass

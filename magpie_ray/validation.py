@@ -294,6 +294,7 @@ def engine_problems(cfg: Config) -> list[str]:
         "hf_batch_size": (lambda v: v >= 1, "must be >= 1"),
         "max_model_len": (lambda v: v >= 1, "must be >= 1"),
         "tensor_parallel_size": (lambda v: v >= 1, "must be >= 1"),
+        "start_timeout_s": (lambda v: v > 0, "must be > 0 (seconds)"),
     }
     for key, obj, kind in _engines_in_use(cfg):
         for name, (ok, rule) in ranges.items():

@@ -9,6 +9,10 @@ vLLM. Engines know nothing of templates, rows or steps.
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 
 from .base import Engine, EngineSettings
 
@@ -43,6 +47,11 @@ _HINTS = (
         r"No such file|does not appear to have a file|not a valid model|Can't load",
         "check the model path",
     ),
+    (
+        r"not ready within engine\.start_timeout_s",
+        "raise engine.start_timeout_s if the model only loads slowly (large weights, slow"
+        " storage, many GPUs), else see the actor's log for where the start hangs",
+    ),
 )
 
 
@@ -55,21 +64,46 @@ def start_hint(key: str, cause: str) -> str:
 
 def load_engine(settings: EngineSettings, key: str = "engine") -> Engine:
     """The engine `settings.kind` names, with its model loaded (imported only when used).
-    A failure to start raises `EngineStartError` naming `key` (its config key), the cause and
-    the setting to change."""
+    A failure to start, or a start that takes longer than `settings.start_timeout_s`, raises
+    `EngineStartError` naming `key` (its config key), the cause and the setting to change."""
     import importlib
 
     if settings.kind not in ENGINES:
         raise ValueError(f"unknown engine kind {settings.kind!r}; valid: {list(ENGINES)}")
     module, name = ENGINES[settings.kind]
-    try:
+
+    def start() -> Engine:
         return getattr(importlib.import_module(f".{module}", __name__), name)(settings)
+
+    try:
+        return _ready_within(settings.start_timeout_s, start)
     except Exception as err:  # noqa: BLE001 - any start-up failure, named once
         cause = " ".join(f"{type(err).__name__}: {err}".split())[:300].rstrip(".")
         raise EngineStartError(
             f"{key} ({settings.kind}, {settings.model_path}) failed to start: {cause}."
             f" Fix: {start_hint(key, cause)}"
         ) from err
+
+
+def _ready_within(timeout_s: float | None, start: Callable[[], Engine]) -> Engine:
+    """`start()` on a thread of its own, waited for at most `timeout_s` seconds (None: as long
+    as it takes). A start that runs over keeps going until the process ends: the caller, an
+    actor's constructor, fails, and Ray ends the actor's process."""
+    if timeout_s is None:
+        return start()
+    ready: Future = Future()
+
+    def run() -> None:
+        try:
+            ready.set_result(start())
+        except BaseException as err:  # noqa: BLE001 - raised in the caller's thread
+            ready.set_exception(err)
+
+    threading.Thread(target=run, name="EngineStart", daemon=True).start()
+    try:
+        return ready.result(timeout=timeout_s)
+    except FutureTimeout:
+        raise TimeoutError(f"not ready within engine.start_timeout_s={timeout_s:g} s") from None
 
 
 _MARK = re.compile(r"EngineStartError: ([^\n\x1b]+)")

@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -80,16 +80,24 @@ class BackgroundEngine:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._failed: BaseException | None = None
         self._stopped = False
+        # Every future handed to _serve, for failing them if the engine dies; done ones are
+        # pruned when the list has doubled, not every step (a step must not cost O(in flight)).
+        self._in_flight: list[Future] = []
         self._thread = threading.Thread(target=self._loop, name=type(self).__name__, daemon=True)
         self._thread.start()
 
     def submit(self, prompt: list[int], spec: SamplingSpec) -> Future:
         future: Future = Future()
-        if self._failed is not None:
-            future.set_exception(RuntimeError(f"engine thread died: {self._failed!r}"))
-        else:
-            self._queue.put((list(prompt), spec, future))
+        self._queue.put((list(prompt), spec, future))
+        if self._failed is not None:  # after the put: a request queued as it died fails too
+            self._fail(self._failed)
         return future
+
+    @property
+    def failure(self) -> BaseException | None:
+        """What killed the engine (its model thread stopped, or `_fail` was called), or None
+        while it serves. A dead engine fails every request: its actor should exit."""
+        return self._failed
 
     def generate(
         self, prompts: Sequence[list[int]], specs: Sequence[SamplingSpec]
@@ -107,12 +115,9 @@ class BackgroundEngine:
 
     def _loop(self) -> None:
         busy = False
-        # Every future handed to _serve, for failing them if the engine dies; done ones are
-        # pruned when the list has doubled, not every step (a step must not cost O(in flight)).
-        in_flight: list[Future] = []
         prune_at = 1024
         try:
-            while not self._stopped:
+            while not self._stopped and self._failed is None:
                 new = [] if busy else [self._queue.get()]
                 while True:
                     try:
@@ -120,26 +125,38 @@ class BackgroundEngine:
                     except queue.Empty:
                         break
                 new = [item for item in new if item is not None]
-                in_flight += [f for *_, f in new]
-                if len(in_flight) >= prune_at:
-                    in_flight = [f for f in in_flight if not f.done()]
-                    prune_at = max(1024, 2 * len(in_flight))
+                self._in_flight += [f for *_, f in new]
+                if len(self._in_flight) >= prune_at:
+                    self._in_flight = [f for f in self._in_flight if not f.done()]
+                    prune_at = max(1024, 2 * len(self._in_flight))
                 started = time.perf_counter()
                 busy = self._serve(new)
                 self.busy_seconds += time.perf_counter() - started
                 self.steps += 1
         except BaseException as err:  # every waiting caller gets the error, not a hang
+            self._fail(err)
+
+    def _fail(self, err: BaseException) -> None:
+        """The engine is dead (any thread may say so): every request in flight or queued, and
+        every later one, fails with the first cause."""
+        if self._failed is None:
             self._failed = err
-            for future in in_flight:
-                if not future.done():
-                    future.set_exception(err)
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not None:
-                    item[2].set_exception(err)
+        for future in list(self._in_flight):
+            _set_exception(future, self._failed)
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                _set_exception(item[2], self._failed)
+
+
+def _set_exception(future: Future, err: BaseException) -> None:
+    try:
+        future.set_exception(err)
+    except InvalidStateError:  # resolved meanwhile by the model thread
+        pass
 
 
 @dataclass(frozen=True)
@@ -159,6 +176,9 @@ class EngineSettings:
     hf_batch_size: int = 16
     seed: int = 0
     extra_kwargs: dict = field(default_factory=dict)  # more vLLM engine arguments, passed as is
+    # Seconds the engine may take to become ready before its start counts as failed (None: no
+    # limit); from engine.start_timeout_s.
+    start_timeout_s: float | None = None
 
 
 def resolve_dtype(dtype: str, on_gpu: bool) -> str:

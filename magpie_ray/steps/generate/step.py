@@ -27,7 +27,9 @@ from ...engines.base import EngineSettings, SamplingSpec
 from ...progress import Progress
 from ...storage import DROPPED_SCHEMA, RunStore, part_name
 from ..actor_pools import (
+    engine_death_exits,
     engine_failures,
+    engine_name,
     engine_settings,
     map_with_actors,
     set_actor_start_retries,
@@ -102,6 +104,12 @@ class GenerateActor:
                 thinking=cfg.response.thinking,
             )
         self.responder_engine = responder.engine if responder else None
+        # Every engine this actor holds, by the name a death is logged with.
+        self.engines = {engine_name("engine", s.engine): self.engine}
+        if self.base:
+            self.engines[engine_name("generate.base", s.base_engine)] = self.base.engine
+        if responder:
+            self.engines[engine_name("generate.responder", s.responder_engine)] = responder.engine
         self.store = RunStore(settings.run_uri)
         self.ctx = row_context(generator, cfg, self.base, responder)
         self.pool = RowPool()
@@ -122,7 +130,9 @@ class GenerateActor:
         # A call retried on a restarted actor may hold rows that another call wrote before the
         # crash (they finished in the pool and went back with that call): never write them twice.
         todo = [row for row in rows if row["uuid"] not in self.written_before_start]
-        outcomes = self.pool.run([generate_row(self.ctx, row) for row in todo])
+        # An engine that died takes this actor with it (Ray retries this call on a fresh one).
+        with engine_death_exits(self.engines):
+            outcomes = self.pool.run([generate_row(self.ctx, row) for row in todo])
         result = batch_result(outcomes)
         done = [o.kept or o.dropped for o in outcomes]
         stats = self._stats(len(rows) - len(todo), result, started)
@@ -233,7 +243,10 @@ def _load_base_answerer(settings: GenerateSettings):
 def settings_from(cfg) -> GenerateSettings:
     m, e, base, responder = cfg.model, cfg.engine, cfg.generate.base, cfg.generate.responder
     scheduling = dict(
-        max_num_seqs=e.max_num_seqs, enforce_eager=e.enforce_eager, hf_batch_size=e.hf_batch_size
+        max_num_seqs=e.max_num_seqs,
+        enforce_eager=e.enforce_eager,
+        hf_batch_size=e.hf_batch_size,
+        start_timeout_s=e.start_timeout_s,
     )
     return GenerateSettings(
         # The base model brings its own memory budget (it shares the actor's GPU).

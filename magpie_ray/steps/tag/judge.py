@@ -25,7 +25,7 @@ from ...config import JudgeConfig, JudgeTask
 from ...engines.base import SamplingSpec
 from ...engines.tokens import chat_prompt_ids
 from ...labels import DIFFICULTY_LABELS, QUALITY_LABELS, TASK_CATEGORIES
-from ..actor_pools import engine_settings
+from ..actor_pools import engine_death_exits, engine_name, engine_settings
 from .spec import Tagger
 
 TASKS = tuple(t.value for t in JudgeTask)
@@ -260,12 +260,18 @@ class JudgeTagger:
             config.engine, config, config, seed, max_num_seqs=config.max_num_seqs
         )
         self.engine = load_engine(settings, "judge")
+        self.engines = {engine_name("judge", settings): self.engine}
         self.model_name = config.recorded_name
         self.tasks = tuple(str(t) for t in config.tasks)
         self.max_tokens = config.max_tokens
         self.schemas = json_schemas()
 
     def __call__(self, batch):
+        # A dead engine takes this actor with it: Ray restarts it and retries the call.
+        with engine_death_exits(self.engines):
+            return self._tag(batch)
+
+    def _tag(self, batch):
         instructions = batch.column("instruction").to_pylist()
         tokenizer = self.engine.tokenizer
         requests = []

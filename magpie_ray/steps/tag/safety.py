@@ -22,7 +22,7 @@ from ...config import GuardConfig
 from ...conversations import pair_messages
 from ...engines.base import SamplingSpec
 from ...engines.tokens import chat_prompt_ids
-from ..actor_pools import engine_settings
+from ..actor_pools import engine_death_exits, engine_name, engine_settings
 from .spec import Tagger
 
 COLUMNS = {
@@ -94,6 +94,7 @@ class SafetyTagger:
             config.engine, config, config, seed, max_num_seqs=config.max_num_seqs
         )
         self.engine = load_engine(settings, "guard")
+        self.engines = {engine_name("guard", settings): self.engine}
         self.model_name = config.recorded_name
         self.use_chat_template = config.use_chat_template
         self.spec = SamplingSpec(
@@ -109,6 +110,11 @@ class SafetyTagger:
         return chat_prompt_ids(self.engine.tokenizer, [message])
 
     def __call__(self, batch):
+        # A dead engine takes this actor with it: Ray restarts it and retries the call.
+        with engine_death_exits(self.engines):
+            return self._tag(batch)
+
+    def _tag(self, batch):
         pairs = zip(
             batch.column("instruction").to_pylist(),
             batch.column("response").to_pylist(),
