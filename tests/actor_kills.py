@@ -1,5 +1,6 @@
 """Helpers for fault tests: run a step or the pipeline in a thread, count the rows a run has on
-disk, and kill a Ray actor's process (found by its class name) at a given moment."""
+disk, and kill a Ray actor's process (found by its class name), or a vLLM engine core's process
+under its actor, at a given moment."""
 
 from __future__ import annotations
 
@@ -94,5 +95,31 @@ def kill_at(
                     pass
             psutil.wait_procs(victims, timeout=10)
             return rows()
+        time.sleep(0.05)
+    return None
+
+
+# vLLM's title for its engine core process (VLLM_ENABLE_V1_MULTIPROCESSING=1: a child of the
+# process that made the engine, our engine actor).
+ENGINE_CORE = "VLLM::EngineCore"
+
+
+def kill_engine_core_at(
+    run: BackgroundRun, rows, threshold: int, timeout: float = 600
+) -> tuple[int, psutil.Process] | None:
+    """Once `rows()` reaches `threshold`, SIGKILL one live vLLM engine core process (the
+    engine, not its actor); returns the rows on disk right after the kill and the process that
+    held the core (its actor), or None when the run ended first."""
+    deadline = time.monotonic() + timeout
+    while run.running and time.monotonic() < deadline:
+        cores = actor_processes(ENGINE_CORE) if rows() >= threshold else []
+        for core in cores:
+            try:
+                holder = core.parent()
+                core.kill()
+            except psutil.Error:
+                continue
+            psutil.wait_procs([core], timeout=10)
+            return rows(), holder
         time.sleep(0.05)
     return None

@@ -37,3 +37,23 @@ def test_the_start_failure_line_is_found_inside_rays_error_text():
     )
     assert start_failure(wrapped) == str(inner)
     assert start_failure(RuntimeError("some other failure")) is None
+
+
+def test_an_engine_not_ready_within_start_timeout_s_stops_the_run_naming_the_key(
+    local_ray, tiny_model_path, tmp_path
+):
+    cfg = tiny_config(tiny_model_path, tmp_path, run_name="slowstart", num_samples=4)
+    cfg.engine.start_timeout_s = 0.001  # the real engine's start takes seconds
+    cfg.cluster.actor_start_retries = 1
+    with pytest.raises(EngineStartFailed) as err:
+        pipeline.run(cfg)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message == (
+        f"engine (vllm, {tiny_model_path}) failed to start: TimeoutError: not ready within"
+        " engine.start_timeout_s=0.001 s. Fix: raise engine.start_timeout_s if the model only"
+        " loads slowly (large weights, slow storage, many GPUs), else see the actor's log for"
+        " where the start hangs"
+    )
+    kept, dropped = run_uuids(tmp_path / "slowstart")
+    assert not kept and not dropped
