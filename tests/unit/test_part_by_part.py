@@ -251,3 +251,31 @@ def test_an_empty_selection_exports_what_the_whole_table_export_did(tmp_path):
     for fmt in FORMATS.values():
         new = (tmp_path / "run" / "exports" / fmt.file).read_bytes()
         assert new == (old / fmt.file).read_bytes(), fmt.file
+
+
+@pytest.mark.parametrize("sample", [5, 10_000])
+def test_the_report_samples_the_embeddings_the_whole_table_did(tmp_path, monkeypatch, sample):
+    from magpie_ray import run_report
+
+    monkeypatch.setattr(run_report, "MAP_SAMPLE", sample)
+    rows = tagged_rows(np.random.default_rng(2).standard_normal((60, 8)))
+    for i, row in enumerate(rows):
+        row["task_category"] = ["Math", "Coding", None][i % 3]
+    store = RunStore(str(tmp_path / "run"))
+    for a in (0, 7, 30):  # parts of 7, 23 and 30 rows; every 11th row has no embedding
+        piece = rows[a : {0: 7, 7: 30, 30: 60}[a]]
+        store.write_part(store.kept_dir("tag"), f"part-{a:09d}-x.parquet", tagged_table(piece))
+    whole = store.read_parts(store.kept_dir("tag"), columns=["embedding", "task_category"])
+    pairs = zip(
+        whole.column("embedding").to_pylist(),
+        whole.column("task_category").to_pylist(),
+        strict=True,
+    )
+    expected = [(v, c) for v, c in pairs if v is not None]  # the report before (c8b1802)
+    if len(expected) > sample:
+        import random
+
+        expected = random.Random(4).sample(expected, sample)
+    vectors, labels = run_report.embedding_sample(store, store.kept_dir("tag"), seed=4)
+    assert vectors == [v for v, _ in expected] and len(vectors) == min(sample, 55)
+    assert labels == [c or "null" for _, c in expected]
