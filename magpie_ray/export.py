@@ -1,6 +1,7 @@
 """Exports: the selected rows as files that SFT / preference trainers load directly.
 
-Reads every `selected/` part. Writes, each atomically, under `<run>/exports/`:
+Reads the `selected/` parts one at a time (`Parts`) and writes, each atomically (renamed into
+place once complete), under `<run>/exports/`:
 
     sharegpt.jsonl  {"uuid", "conversations": [{"from": "human"|"gpt"|"system", "value"}]}
                     Axolotl `type: sharegpt` / chat_template, LLaMA-Factory `formatting: sharegpt`
@@ -18,7 +19,9 @@ Reads every `selected/` part. Writes, each atomically, under `<run>/exports/`:
                     with export.preference_rewards_column (e.g. `rewards_armorm`), `rewards` again
                     as the released DPO sets hold them: a list of {"score": float}
 
-Rows are ordered by `index` then `uuid`, so the files do not depend on part order. JSON keeps
+Rows are ordered by `index` then `uuid`, so the files do not depend on part order; the order
+comes from those two columns alone, and rows become records `CHUNK_ROWS` at a time, so memory
+does not grow with the run (data.parquet gets one row group per chunk). JSON keeps
 non-ASCII text as is. Nothing is dropped except rows without a preference pair from dpo.jsonl
 (counted as `rows_without_pair`). Pure apart from writing through a `RunStore`; the step that
 runs it on a run is `steps/export.py`. A new format is one entry in `FORMATS`.
@@ -223,18 +226,16 @@ def most_turns(parts: Parts) -> int:
     return most
 
 
-def turn_columns(table: pa.Table, most: int | None = None) -> pa.Table:
-    """`table` with `instruction_k` / `response_k` (k >= 2, up to `most` turns; None: the most
-    in `table`) from `conversations`, placed after it: the released multi-turn sets' columns
-    (turn 1 is `instruction` / `response`)."""
+def turn_columns(table: pa.Table, most: int) -> pa.Table:
+    """`table` with `instruction_k` / `response_k` (2 <= k <= `most`, the run's most turns)
+    from `conversations`, placed after it: the released multi-turn sets' columns (turn 1 is
+    `instruction` / `response`)."""
     if "conversations" not in table.column_names:
         return table
     turns = [
         [t["value"] for t in conv or [] if t["from"] != "system"]
         for conv in table.column("conversations").to_pylist()
     ]
-    if most is None:
-        most = max((len(t) // 2 for t in turns), default=1)
     at = table.column_names.index("conversations") + 1
     for k in range(2, most + 1):
         for offset, name in ((0, "instruction"), (1, "response")):

@@ -279,3 +279,15 @@ def test_the_report_samples_the_embeddings_the_whole_table_did(tmp_path, monkeyp
     vectors, labels = run_report.embedding_sample(store, store.kept_dir("tag"), seed=4)
     assert vectors == [v for v, _ in expected] and len(vectors) == min(sample, 55)
     assert labels == [c or "null" for _, c in expected]
+
+
+def test_dedup_reads_parts_one_at_a_time_and_still_refuses_mixed_embedding_sizes(tmp_path):
+    from magpie_ray.config import DedupConfig
+    from magpie_ray.steps import dedup as dedup_step
+
+    store = RunStore(str(tmp_path / "run"))
+    small, large = tagged_rows(np.eye(4, 8)), tagged_rows(np.eye(4, 16), seed=1)
+    for n, rows in enumerate((small, large)):
+        store.write_part(store.kept_dir("tag"), f"part-{n:09d}-x.parquet", tagged_table(rows))
+    with pytest.raises(ValueError, match=r"different sizes \[8, 16\]"):
+        dedup_step.dedup_run(store.run_uri, DedupConfig(k=3))
