@@ -24,7 +24,8 @@ the tagged parts carry the embeddings, as the tag step writes them.
 with `git archive`): driver and Ray workers import it (PYTHONPATH).
 
 The run's `generated/` is a link to `tagged/` (the summary reads it, as in a real run).
-Generate bookkeeping (`--bookkeeping`): with all N rows done, the time and memory of `make_seed_rows` for N rows, `done_uuids`, the todo filter and `part_files`.
+Generate bookkeeping (`--bookkeeping`): with all N rows done, the time and memory of
+`make_seed_rows` for N rows, `done_uuids`, the todo filter and `part_files`.
 
     .venv/bin/python bench/scale.py --rows 100000 --json bench/results/scale-100k.json
     .venv/bin/python bench/scale.py --rows 1000000 --bookkeeping --json bench/results/scale-1m.json
