@@ -1,6 +1,7 @@
 """Exports: the selected rows as files that SFT / preference trainers load directly.
 
-Reads every `selected/` part. Writes, each atomically, under `<run>/exports/`:
+Reads the `selected/` parts one at a time (`Parts`) and writes, each atomically (renamed into
+place once complete), under `<run>/exports/`:
 
     sharegpt.jsonl  {"uuid", "conversations": [{"from": "human"|"gpt"|"system", "value"}]}
                     Axolotl `type: sharegpt` / chat_template, LLaMA-Factory `formatting: sharegpt`
@@ -18,7 +19,9 @@ Reads every `selected/` part. Writes, each atomically, under `<run>/exports/`:
                     with export.preference_rewards_column (e.g. `rewards_armorm`), `rewards` again
                     as the released DPO sets hold them: a list of {"score": float}
 
-Rows are ordered by `index` then `uuid`, so the files do not depend on part order. JSON keeps
+Rows are ordered by `index` then `uuid`, so the files do not depend on part order; the order
+comes from those two columns alone, and rows become records `CHUNK_ROWS` at a time, so memory
+does not grow with the run (data.parquet gets one row group per chunk). JSON keeps
 non-ASCII text as is. Nothing is dropped except rows without a preference pair from dpo.jsonl
 (counted as `rows_without_pair`). Pure apart from writing through a `RunStore`; the step that
 runs it on a run is `steps/export.py`. A new format is one entry in `FORMATS`.
@@ -26,13 +29,16 @@ runs it on a run is `steps/export.py`. A new format is one entry in `FORMATS`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .config import ExportConfig
@@ -116,30 +122,120 @@ FORMATS = {
 FILES = {name: fmt.file for name, fmt in FORMATS.items()}
 
 
-def ordered(table: pa.Table) -> pa.Table:
-    keys = [(k, "ascending") for k in ("index", "uuid") if k in table.column_names]
-    return table.sort_by(keys) if keys else table
+ORDER_KEYS = ("index", "uuid")
+CHUNK_ROWS = 4096  # rows turned into records (Python dicts) at a time
 
 
-def _write_jsonl(store: RunStore, path: str, records: list[dict]) -> None:
-    def write(tmp: str) -> None:
-        with store.fs.open_output_stream(tmp) as f:
-            for record in records:
-                f.write((json.dumps(record, ensure_ascii=False) + "\n").encode())
+@dataclass(frozen=True)
+class Parts:
+    """The selected rows as parts read one at a time: `read(i, columns)` gives part i's
+    `columns` (those it has; None: all). `schema` is every part's schema unified, what
+    concatenating the parts would give; each part is made to fit it as it is read."""
 
-    store.write_atomic(path, write)
+    count: int
+    schema: pa.Schema
+    read: Callable[[int, list[str] | None], pa.Table]
+
+    @staticmethod
+    def of_table(table: pa.Table) -> Parts:
+        def read(i: int, columns: list[str] | None) -> pa.Table:
+            return table if columns is None else table.select(columns)
+
+        return Parts(1, table.schema, read)
+
+    @staticmethod
+    def of_files(store: RunStore, paths: list[str], empty_schema: pa.Schema) -> Parts:
+        """Part files (`empty_schema`: the schema to write when there are none)."""
+        schemas = [pq.read_schema(p, filesystem=store.fs) for p in paths]
+        schema = pa.unify_schemas(schemas, promote_options="default") if paths else empty_schema
+
+        def read(i: int, columns: list[str] | None) -> pa.Table:
+            names = set(schemas[i].names)
+            wanted = None if columns is None else [c for c in columns if c in names]
+            return pq.read_table(paths[i], columns=wanted, filesystem=store.fs)
+
+        return Parts(len(paths), schema, read)
+
+    def fitted(self, i: int, columns: list[str] | None = None) -> pa.Table:
+        """Part i's `columns` in the unified schema (a column the part lacks is null)."""
+        fields = [self.schema.field(c) for c in columns] if columns else list(self.schema)
+        table = self.read(i, columns)
+        arrays = [
+            table.column(f.name).cast(f.type)
+            if f.name in table.column_names
+            else pa.nulls(table.num_rows, f.type)
+            for f in fields
+        ]
+        schema = pa.schema(fields, metadata=self.schema.metadata)
+        return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def turn_columns(table: pa.Table) -> pa.Table:
-    """`table` with `instruction_k` / `response_k` (k >= 2) from `conversations`, placed after
-    it: the released multi-turn sets' columns (turn 1 is `instruction` / `response`)."""
+def _order(parts: Parts) -> tuple[np.ndarray, np.ndarray]:
+    """(part, row) of every row in output order: `index` then `uuid` over all parts, as
+    `Table.sort_by` orders the concatenated parts (stable; nulls last)."""
+    keys = [k for k in ORDER_KEYS if k in parts.schema.names]
+    tables, part_of, row_of = [], [], []
+    for i in range(parts.count):
+        table = parts.fitted(i, keys) if keys else None
+        rows = table.num_rows if keys else parts.read(i, []).num_rows
+        tables.append(table)
+        part_of.append(np.full(rows, i, dtype=np.int64))
+        row_of.append(np.arange(rows, dtype=np.int64))
+    part_of = np.concatenate(part_of) if part_of else np.zeros(0, dtype=np.int64)
+    row_of = np.concatenate(row_of) if row_of else np.zeros(0, dtype=np.int64)
+    if keys and tables:
+        every = pa.concat_tables(tables)
+        order = pc.sort_indices(every, sort_keys=[(k, "ascending") for k in keys]).to_numpy()
+        part_of, row_of = part_of[order], row_of[order]
+    return part_of, row_of
+
+
+def _chunks(parts: Parts, chunk_rows: int) -> Iterator[pa.Table]:
+    """Every row, in output order, `chunk_rows` at a time. A part is read once, when its first
+    row is due, and let go after its last: memory holds the parts whose rows interleave in
+    output order (in a run, those written at the same time), not the run."""
+    part_of, row_of = _order(parts)
+    last_due = np.full(parts.count, -1, dtype=np.int64)
+    np.maximum.at(last_due, part_of, np.arange(len(part_of)))
+    loaded: dict[int, pa.Table] = {}
+    for start in range(0, len(part_of), chunk_rows):
+        stop = min(start + chunk_rows, len(part_of))
+        chunk_parts, chunk_rows_of = part_of[start:stop], row_of[start:stop]
+        grouped = np.argsort(chunk_parts, kind="stable")
+        pieces = []
+        for p in np.unique(chunk_parts).tolist():
+            if p not in loaded:
+                loaded[p] = parts.fitted(p)
+            rows = chunk_rows_of[grouped][chunk_parts[grouped] == p]
+            pieces.append(loaded[p].take(pa.array(rows)))
+        yield pa.concat_tables(pieces).take(pa.array(np.argsort(grouped)))
+        for p in [p for p in loaded if last_due[p] < stop]:
+            del loaded[p]
+
+
+def most_turns(parts: Parts) -> int:
+    """The most user turns of any row (`conversations` without system turns; at least 1)."""
+    most = 1
+    if "conversations" not in parts.schema.names:
+        return most
+    for i in range(parts.count):
+        conversations = parts.fitted(i, ["conversations"]).column("conversations")
+        for conv in conversations.to_pylist():
+            turns = sum(1 for t in conv or [] if t["from"] != "system")
+            most = max(most, turns // 2)
+    return most
+
+
+def turn_columns(table: pa.Table, most: int) -> pa.Table:
+    """`table` with `instruction_k` / `response_k` (2 <= k <= `most`, the run's most turns)
+    from `conversations`, placed after it: the released multi-turn sets' columns (turn 1 is
+    `instruction` / `response`)."""
     if "conversations" not in table.column_names:
         return table
     turns = [
         [t["value"] for t in conv or [] if t["from"] != "system"]
         for conv in table.column("conversations").to_pylist()
     ]
-    most = max((len(t) // 2 for t in turns), default=1)
     at = table.column_names.index("conversations") + 1
     for k in range(2, most + 1):
         for offset, name in ((0, "instruction"), (1, "response")):
@@ -150,12 +246,13 @@ def turn_columns(table: pa.Table) -> pa.Table:
     return table
 
 
-def _write_parquet(store: RunStore, path: str, table: pa.Table, cfg: ExportConfig) -> int:
+def _parquet_rows(table: pa.Table, cfg: ExportConfig, most: int) -> pa.Table:
+    """The data.parquet columns of `table`'s rows."""
     left_out = [] if cfg.include_embedding else ["embedding"]
     left_out += [] if cfg.include_reasoning else list(REASONING_COLUMNS)
     table = table.drop_columns([c for c in left_out if c in table.column_names])
     if cfg.turn_columns:
-        table = turn_columns(table)
+        table = turn_columns(table, most)
     if cfg.preference_rewards_column and "rewards" in table.column_names:
         scores = [
             None if r is None else [{"score": v} for v in r]
@@ -164,34 +261,55 @@ def _write_parquet(store: RunStore, path: str, table: pa.Table, cfg: ExportConfi
         shape = pa.list_(pa.struct([("score", pa.float64())]))
         at = table.column_names.index("rewards") + 1
         table = table.add_column(at, cfg.preference_rewards_column, pa.array(scores, shape))
-    store.write_atomic(path, lambda tmp: pq.write_table(table, tmp, filesystem=store.fs))
-    return table.num_rows
+    return table
 
 
-def write_exports(store: RunStore, table: pa.Table, cfg: ExportConfig) -> ExportStats:
-    """Write the configured files for `table` (the selected rows) under exports/."""
+def write_exports(
+    store: RunStore, table: pa.Table | Parts, cfg: ExportConfig, chunk_rows: int = CHUNK_ROWS
+) -> ExportStats:
+    """Write the configured files for the selected rows (a table, or `Parts` read one at a
+    time) under exports/, `chunk_rows` rows at a time, every file written as it goes and
+    renamed into place at the end."""
     started = time.perf_counter()
-    table = ordered(table)
+    parts = table if isinstance(table, Parts) else Parts.of_table(table)
     out = posixpath.join(store.root, EXPORT_DIR)
-    files: dict[str, int] = {}
-    jsonl_columns = [c for c in JSONL_COLUMNS if c in table.column_names]
-    needs_rows = any(FORMATS[f].record is not None for f in cfg.formats)
-    rows = table.select(jsonl_columns).to_pylist() if needs_rows else []
-    without_pair = 0
-    for name in cfg.formats:
-        fmt = FORMATS[name]
-        path = posixpath.join(out, fmt.file)
-        if fmt.record is None:
-            files[fmt.file] = _write_parquet(store, path, table, cfg)
-            continue
-        records = [r for r in (fmt.record(row, cfg) for row in rows) if r is not None]
-        if name == "dpo":
-            without_pair = len(rows) - len(records)
-        _write_jsonl(store, path, records)
-        files[fmt.file] = len(records)
+    jsonl = [n for n in cfg.formats if FORMATS[n].record is not None]
+    jsonl_columns = [c for c in JSONL_COLUMNS if c in parts.schema.names]
+    tables = [FORMATS[n].file for n in cfg.formats if FORMATS[n].record is None]
+    most = most_turns(parts) if tables and cfg.turn_columns else 1
+    files = dict.fromkeys((FORMATS[n].file for n in cfg.formats), 0)
+    rows = 0
+    with contextlib.ExitStack() as stack:
+        streams = {}
+        for name in jsonl:
+            tmp = stack.enter_context(store.atomic(posixpath.join(out, FORMATS[name].file)))
+            streams[name] = stack.enter_context(store.fs.open_output_stream(tmp))
+        empty = _parquet_rows(parts.schema.empty_table(), cfg, most)
+        writers = []
+        for file in tables:
+            tmp = stack.enter_context(store.atomic(posixpath.join(out, file)))
+            writer = pq.ParquetWriter(tmp, empty.schema, filesystem=store.fs)
+            writers.append(stack.enter_context(writer))
+        for chunk in _chunks(parts, chunk_rows):
+            rows += chunk.num_rows
+            if writers:
+                table_rows = _parquet_rows(chunk, cfg, most)
+                for writer in writers:
+                    writer.write_table(table_rows)
+            records = chunk.select(jsonl_columns).to_pylist() if jsonl else []
+            for name in jsonl:
+                fmt = FORMATS[name]
+                lines = [fmt.record(r, cfg) for r in records]
+                lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in lines if r is not None]
+                streams[name].write("".join(lines).encode())
+                files[fmt.file] += len(lines)
+        for writer, file in zip(writers, tables, strict=True):
+            if rows == 0:  # as pq.write_table writes an empty table: one empty row group
+                writer.write_table(empty)
+            files[file] = rows
     return ExportStats(
-        rows=table.num_rows,
+        rows=rows,
         files=files,
-        rows_without_pair=without_pair,
+        rows_without_pair=rows - files["dpo.jsonl"] if "dpo" in cfg.formats else 0,
         seconds=round(time.perf_counter() - started, 3),
     )

@@ -92,10 +92,7 @@ def summarize_tags(store: RunStore) -> TagSummary | None:
 
 
 def summarize(store: RunStore, num_examples: int = 3, requested: int | None = None) -> RunSummary:
-    kept = store.read_parts(
-        store.kept_dir("generate"),
-        columns=["uuid", "index", "instruction", "response", "response_finish_reason"],
-    )
+    kept = store.read_parts(store.kept_dir("generate"), columns=["index", "response_finish_reason"])
     dropped = store.read_parts(store.dropped_dir("generate"), columns=["index", "reason"])
     requested_done = 0
     if requested is not None:
@@ -106,8 +103,7 @@ def summarize(store: RunStore, num_examples: int = 3, requested: int | None = No
     examples = []
     finish: dict[str, int] = {}
     if kept is not None:
-        examples = kept.slice(0, num_examples).select(["uuid", "instruction", "response"])
-        examples = examples.to_pylist()
+        examples = _first_rows(store, store.kept_dir("generate"), num_examples)
         finish = dict(Counter(kept.column("response_finish_reason").to_pylist()))
     drops = dict(Counter(dropped.column("reason").to_pylist())) if dropped is not None else {}
     reasoning_rows, unclosed = _reasoning_counts(store)
@@ -125,6 +121,20 @@ def summarize(store: RunStore, num_examples: int = 3, requested: int | None = No
     )
 
 
+def _first_rows(store: RunStore, directory: str, rows: int) -> list[dict]:
+    """uuid, instruction and response of the first `rows` rows in part order (the run's
+    texts stay on disk)."""
+    import pyarrow.parquet as pq
+
+    examples: list[dict] = []
+    for path in store.part_files(directory):
+        if len(examples) >= rows:
+            break
+        part = pq.read_table(path, columns=["uuid", "instruction", "response"], filesystem=store.fs)
+        examples += part.slice(0, rows - len(examples)).to_pylist()
+    return examples
+
+
 def _reasoning_counts(store: RunStore) -> tuple[int, int]:
     """(rows with a reasoning, rows whose reasoning never ended: no answer) in generated/."""
     import pyarrow.parquet as pq
@@ -133,14 +143,17 @@ def _reasoning_counts(store: RunStore) -> tuple[int, int]:
     files = store.part_files(directory)
     if not files or "response_reasoning" not in pq.read_schema(files[0], filesystem=store.fs).names:
         return 0, 0
-    table = store.read_parts(directory, columns=["response_reasoning", "response"])
-    pairs = zip(
-        table.column("response_reasoning").to_pylist(),
-        table.column("response").to_pylist(),
-        strict=True,
-    )
-    reasoned = [answer for reasoning, answer in pairs if reasoning is not None]
-    return len(reasoned), sum(1 for answer in reasoned if not answer)
+    reasoned = unclosed = 0
+    for path in files:  # a part at a time: the texts of a run do not fit in the driver
+        part = pq.read_table(path, columns=["response_reasoning", "response"], filesystem=store.fs)
+        pairs = zip(
+            part.column("response_reasoning").to_pylist(),
+            part.column("response").to_pylist(),
+            strict=True,
+        )
+        answers = [answer for reasoning, answer in pairs if reasoning is not None]
+        reasoned, unclosed = reasoned + len(answers), unclosed + sum(1 for a in answers if not a)
+    return reasoned, unclosed
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -11,13 +11,17 @@ Plots are PNGs inlined as base64, so the file can be mailed or opened from objec
 from __future__ import annotations
 
 import base64
+import bisect
 import html
 import io
 import posixpath
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from .labels import LABEL_ORDERS
 from .report import label_counts, null_tag_reasons, preference_pair_counts
@@ -54,8 +58,6 @@ def _read(store: RunStore, directory: str, wanted: list[str]):
     files = store.part_files(directory)
     if not files:
         return None
-    import pyarrow.parquet as pq
-
     names = set(pq.read_schema(files[0], filesystem=store.fs).names)
     return store.read_parts(directory, columns=[c for c in wanted if c in names])
 
@@ -83,7 +85,7 @@ def collect(store: RunStore, seed: int = 0) -> ReportData:
 
     # The most processed tagged rows: deduped/ carries the tags plus the dedup columns.
     tag_dir = store.kept_dir("dedup") if data.kept.get("deduped") else store.kept_dir("tag")
-    wanted = [*LABEL_ORDERS, "language", "instruct_reward", "tag_errors", "embedding"]
+    wanted = [*LABEL_ORDERS, "language", "instruct_reward", "tag_errors"]
     wanted += ["rewards", "preference_pair_reason"]
     tags = _read(store, tag_dir, [*wanted, "min_neighbor_distance"])
     if tags is None:
@@ -102,25 +104,48 @@ def collect(store: RunStore, seed: int = 0) -> ReportData:
         data.min_neighbor_distances = [v for v in distances if v is not None]
         manifest = store.read_manifest(store.kept_dir("dedup")) or {}
         data.dedup_threshold = manifest.get("made_from", {}).get("config", {}).get("threshold")
-    if "embedding" in tags.column_names:
-        import random
-
-        rows = [
-            (vector, category)
-            for vector, category in zip(
-                tags.column("embedding").to_pylist(),
-                tags.column("task_category").to_pylist()
-                if "task_category" in tags.column_names
-                else [None] * tags.num_rows,
-                strict=True,
-            )
-            if vector is not None
-        ]
-        if len(rows) > MAP_SAMPLE:
-            rows = random.Random(seed).sample(rows, MAP_SAMPLE)
-        data.embeddings = [v for v, _ in rows]
-        data.embedding_labels = [c or "null" for _, c in rows]
+    data.embeddings, data.embedding_labels = embedding_sample(store, tag_dir, seed)
     return data
+
+
+def embedding_sample(store: RunStore, directory: str, seed: int) -> tuple[list, list[str]]:
+    """(vectors, task categories) of MAP_SAMPLE rows with an embedding, seeded: the rows
+    `random.Random(seed).sample` picks from all of them in part order, read one part at a time
+    (a run's embeddings do not fit in the driver)."""
+    files = store.part_files(directory)
+    schemas = [pq.read_schema(f, filesystem=store.fs).names for f in files]
+    if not files or "embedding" not in schemas[0]:
+        return [], []
+    present = []  # per part: the rows that have an embedding
+    for f in files:
+        column = pq.read_table(f, columns=["embedding"], filesystem=store.fs).column(0)
+        present.append(pc.indices_nonzero(column.is_valid()).to_numpy())
+    total = sum(len(rows) for rows in present)
+    if total > MAP_SAMPLE:
+        picked = random.Random(seed).sample(range(total), MAP_SAMPLE)
+    else:
+        picked = list(range(total))
+    wanted = sorted(picked)
+    found: dict[int, tuple] = {}
+    offset = 0
+    for f, names, rows in zip(files, schemas, present, strict=True):
+        lo = bisect.bisect_left(wanted, offset)
+        hi = bisect.bisect_left(wanted, offset + len(rows))
+        if hi > lo:
+            columns = ["embedding"] + (["task_category"] if "task_category" in names else [])
+            take = rows[[i - offset for i in wanted[lo:hi]]]
+            table = pq.read_table(f, columns=columns, filesystem=store.fs).take(take)
+            categories = (
+                table.column("task_category").to_pylist()
+                if "task_category" in names
+                else [None] * len(take)
+            )
+            for i, vector, category in zip(
+                wanted[lo:hi], table.column("embedding").to_pylist(), categories, strict=True
+            ):
+                found[i] = (vector, category)
+        offset += len(rows)
+    return [found[i][0] for i in picked], [found[i][1] or "null" for i in picked]
 
 
 def _png(fig) -> str:

@@ -17,11 +17,16 @@ detail (the value that failed), in table order. Stages, in order:
    ties broken by uuid, so the result does not depend on row order. With `balance_column`
    each group of labels gets an equal share of top_k (Pro-6: easy vs harder); rows outside
    every group are dropped as "<column> not in balance groups".
+
+`select_rows` runs the stages on one table. `select_parts` gives the same outcome over a run's
+parts one at a time: stages 1-2 and the balance groups look at one row each (`row_stages`),
+only the top-k needs every row, and it needs just their keys (`TopKKeys`: uuid, length, group).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -180,29 +185,71 @@ def _top_k_longest(candidates: np.ndarray, lengths, uuids, k: int) -> np.ndarray
     return candidates[order[:k]]
 
 
-def select_rows(table: pa.Table, recipe: FilterConfig) -> Selection:
-    """Apply `recipe` to `table`; see the module docstring for the stages and reasons."""
+class _Fates:
+    """Each row's first drop reason and detail, filled stage by stage."""
+
+    def __init__(self, n: int):
+        self.alive = np.ones(n, dtype=bool)
+        self.reasons: list[str | None] = [None] * n
+        self.details: list[str | None] = [None] * n
+
+    def drop(self, mask: np.ndarray, reason: str, values: pa.Array | None = None) -> None:
+        rows = np.flatnonzero(self.alive & mask)
+        for i in rows.tolist():
+            self.reasons[i] = reason
+            if values is not None:
+                value = values[i].as_py()
+                self.details[i] = None if value is None else str(value)
+        self.alive[rows] = False
+
+
+@dataclass
+class RowStages:
+    """A table after the stages that look at one row at a time (conditions, truncation, balance
+    groups); `keys` holds what the global top-k needs of every row still alive."""
+
+    fates: _Fates
+    missing_columns: list[str]
+    keys: TopKKeys | None  # None without top_k
+
+
+@dataclass
+class TopKKeys:
+    """Per-row top-k keys: uuid, response characters, membership of each balance group."""
+
+    uuids: pa.Array
+    lengths: np.ndarray
+    groups: list[np.ndarray]  # one bool mask per balance group; empty without balance_column
+
+    def take(self, rows: np.ndarray) -> TopKKeys:
+        return TopKKeys(
+            self.uuids.take(pa.array(rows, pa.int64())),
+            self.lengths[rows],
+            [g[rows] for g in self.groups],
+        )
+
+    @staticmethod
+    def concat(parts: list[TopKKeys]) -> TopKKeys:
+        groups = len(parts[0].groups) if parts else 0
+        return TopKKeys(
+            pa.concat_arrays([p.uuids for p in parts]) if parts else pa.array([], pa.string()),
+            np.concatenate([p.lengths for p in parts]) if parts else np.zeros(0, np.int64),
+            [np.concatenate([p.groups[g] for p in parts]) for g in range(groups)],
+        )
+
+
+def row_stages(table: pa.Table, recipe: FilterConfig) -> RowStages:
+    """Stages 1 and 2 of the module docstring, and the balance groups' null / outside drops:
+    everything but the top-k itself, which needs every row of the run."""
     n = table.num_rows
-    reasons: list[str | None] = [None] * n
-    details: list[str | None] = [None] * n
-    alive = np.ones(n, dtype=bool)
+    fates = _Fates(n)
     needed = {c.column for c in recipe.conditions} | {recipe.balance_column or "uuid"}
     needed |= {c.unless_column for c in recipe.conditions if c.unless_column}
     missing = sorted(needed - set(table.column_names))
-
-    def drop(mask: np.ndarray, reason: str, values: pa.Array | None = None) -> None:
-        rows = np.flatnonzero(alive & mask)
-        for i in rows.tolist():
-            reasons[i] = reason
-            if values is not None:
-                value = values[i].as_py()
-                details[i] = None if value is None else str(value)
-        alive[rows] = False
-
     for cond in recipe.conditions:
         column = _column(table, cond.column)
         exempt = _exempt(table, cond)
-        drop(_mask(column.is_null()) & ~exempt, f"{cond.column} is null")
+        fates.drop(_mask(column.is_null()) & ~exempt, f"{cond.column} is null")
         if pa.types.is_null(column.type):
             continue
         try:
@@ -212,35 +259,98 @@ def select_rows(table: pa.Table, recipe: FilterConfig) -> Selection:
                 f"filter condition '{describe(cond)}': {cond.column} is {column.type}, "
                 f"which cannot be compared with {cond.value!r} ({err})"
             ) from err
-        drop(unknown & ~exempt, f"{cond.column} unknown label", column)
-        drop(~passes & ~exempt, describe(cond), column)
+        fates.drop(unknown & ~exempt, f"{cond.column} unknown label", column)
+        fates.drop(~passes & ~exempt, describe(cond), column)
     if recipe.exclude_truncated:
         finish = _column(table, "response_finish_reason").cast(pa.string())
-        drop(_mask(pc.fill_null(pc.equal(finish, "length"), False)), TRUNCATED)
+        fates.drop(_mask(pc.fill_null(pc.equal(finish, "length"), False)), TRUNCATED)
+    if recipe.top_k is None:
+        return RowStages(fates, missing, None)
 
-    if recipe.top_k is not None:
-        uuids = np.asarray(_column(table, "uuid").cast(pa.string()).to_pylist(), dtype=object)
-        lengths = response_lengths(table, recipe.length_column)
-        if recipe.balance_column:
-            column = _column(table, recipe.balance_column)
-            drop(_mask(column.is_null()), f"{recipe.balance_column} is null")
-            shares = _balanced_shares(recipe.top_k, len(recipe.balance_groups))
-            grouped = np.zeros(n, dtype=bool)
-            winners = []
-            for members, share in zip(recipe.balance_groups.values(), shares, strict=True):
-                in_group = pc.is_in(column, value_set=pa.array(list(members)))
-                in_group = _mask(pc.fill_null(in_group, False))
-                grouped |= in_group
-                candidates = np.flatnonzero(alive & in_group)
-                winners.append(_top_k_longest(candidates, lengths, uuids, share))
-            drop(~grouped, f"{recipe.balance_column} not in balance groups", column)
-            chosen = np.concatenate(winners)
-        else:
-            chosen = _top_k_longest(np.flatnonzero(alive), lengths, uuids, recipe.top_k)
-        below = np.ones(n, dtype=bool)
-        below[chosen] = False
-        drop(below, BELOW_TOP_K, pa.array(lengths))
-    return Selection(kept=alive, reasons=reasons, details=details, missing_columns=missing)
+    groups = []
+    if recipe.balance_column:
+        column = _column(table, recipe.balance_column)
+        fates.drop(_mask(column.is_null()), f"{recipe.balance_column} is null")
+        for members in recipe.balance_groups.values():
+            in_group = pc.is_in(column, value_set=pa.array(list(members)))
+            groups.append(_mask(pc.fill_null(in_group, False)))
+        # Rows outside every group are no group's candidates, so dropping them before the
+        # top-k (rather than after, as one might read stage 3) changes no outcome.
+        grouped = np.logical_or.reduce(groups) if groups else np.zeros(n, dtype=bool)
+        fates.drop(~grouped, f"{recipe.balance_column} not in balance groups", column)
+    uuids = _column(table, "uuid").cast(pa.string())
+    keys = TopKKeys(uuids, response_lengths(table, recipe.length_column), groups)
+    return RowStages(fates, missing, keys)
+
+
+def top_k_winners(keys: TopKKeys, recipe: FilterConfig) -> np.ndarray:
+    """Rows of `keys` (every one still alive) that the top-k keeps, by position in `keys`."""
+    uuids = np.asarray(keys.uuids.to_pylist(), dtype=object)
+    everyone = np.arange(len(keys.lengths))
+    if not recipe.balance_column:
+        return _top_k_longest(everyone, keys.lengths, uuids, recipe.top_k)
+    shares = _balanced_shares(recipe.top_k, len(recipe.balance_groups))
+    winners = [
+        _top_k_longest(everyone[in_group], keys.lengths, uuids, share)
+        for in_group, share in zip(keys.groups, shares, strict=True)
+    ]
+    return np.concatenate(winners) if winners else np.zeros(0, dtype=np.int64)
+
+
+def finish(stages: RowStages, chosen: np.ndarray | None) -> Selection:
+    """The Selection of a table whose top-k winners are `chosen` (a bool mask; None without
+    top_k): every other alive row is dropped as below the top-k."""
+    fates = stages.fates
+    if chosen is not None:
+        fates.drop(~chosen, BELOW_TOP_K, pa.array(stages.keys.lengths))
+    return Selection(
+        kept=fates.alive,
+        reasons=fates.reasons,
+        details=fates.details,
+        missing_columns=stages.missing_columns,
+    )
+
+
+def select_rows(table: pa.Table, recipe: FilterConfig) -> Selection:
+    """Apply `recipe` to `table`; see the module docstring for the stages and reasons."""
+    stages = row_stages(table, recipe)
+    if stages.keys is None:
+        return finish(stages, None)
+    alive = np.flatnonzero(stages.fates.alive)
+    chosen = np.zeros(table.num_rows, dtype=bool)
+    chosen[alive[top_k_winners(stages.keys.take(alive), recipe)]] = True
+    return finish(stages, chosen)
+
+
+def select_parts(
+    read: Callable[[int], pa.Table], parts: int, recipe: FilterConfig
+) -> Iterator[tuple[int, Selection]]:
+    """`select_rows` over the concatenation of `read(0) .. read(parts - 1)`, one part in memory
+    at a time: yields (part, its Selection) in part order, equal to the matching slice of
+    `select_rows` on the whole table. With top_k, every part is read twice: once for the keys
+    of its rows that pass the row stages, once (after the global top-k) to yield it."""
+    chosen_rows = None  # run-wide row numbers of the top-k winners, ascending
+    if recipe.top_k is not None and parts:
+        keys, rows, offset = [], [], 0
+        for i in range(parts):
+            stages = row_stages(read(i), recipe)
+            alive = np.flatnonzero(stages.fates.alive)
+            keys.append(stages.keys.take(alive))
+            rows.append(alive + offset)
+            offset += len(stages.fates.alive)
+        every = TopKKeys.concat(keys)
+        chosen_rows = np.sort(np.concatenate(rows)[top_k_winners(every, recipe)])
+    offset = 0
+    for i in range(parts):
+        table = read(i)
+        stages = row_stages(table, recipe)
+        chosen = None
+        if chosen_rows is not None:
+            chosen = np.zeros(table.num_rows, dtype=bool)
+            lo, hi = np.searchsorted(chosen_rows, [offset, offset + table.num_rows])
+            chosen[chosen_rows[lo:hi] - offset] = True
+        offset += table.num_rows
+        yield i, finish(stages, chosen)
 
 
 def _balanced_shares(total: int, groups: int) -> list[int]:

@@ -18,12 +18,13 @@ and config does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import posixpath
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import pyarrow as pa
@@ -93,11 +94,18 @@ class RunStore:
 
     def write_atomic(self, path: str, write) -> None:
         """Call `write(tmp_path)` then rename tmp onto `path`."""
+        with self.atomic(path) as tmp:
+            write(tmp)
+
+    @contextlib.contextmanager
+    def atomic(self, path: str) -> Iterator[str]:
+        """A temporary path to write; renamed onto `path` when the block ends without an
+        error, deleted when it raises (several can be open at once: files written together)."""
         parent = posixpath.dirname(path)
         self.fs.create_dir(parent, recursive=True)
         tmp = posixpath.join(parent, f".{posixpath.basename(path)}.{uuidlib.uuid4().hex}.tmp")
         try:
-            write(tmp)
+            yield tmp
             self.fs.move(tmp, path)
         except BaseException:
             try:

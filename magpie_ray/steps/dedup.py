@@ -2,7 +2,8 @@
 
 Reads `uuid` and the embedding column (`dedup.embedding_column`: list<float32>, one instruction
 embedding per row, L2-normalised again here; null, empty, zero or non-finite = no embedding) of
-every tagged part at once, and runs `dedup.find_near_duplicates` over all of them. Then writes
+every tagged part, a part at a time into one float32 matrix (rows x dim x 4 B: what grows with
+the run), and runs `dedup.find_near_duplicates` over all of them. Then writes
 `deduped/<same part name>`: every tagged column, in the same row order, plus
 
     min_neighbor_distance  float32  squared L2 to the nearest other row (null: no embedding or lone)
@@ -114,20 +115,32 @@ def _dedup(store: RunStore, parts: list[str], cfg: DedupConfig) -> DedupStats:
 
     started = time.perf_counter()
     target = store.kept_dir(STEP)
-    keys = [
-        pq.read_table(p, columns=["uuid", cfg.embedding_column], filesystem=store.fs) for p in parts
-    ]
-    table = pa.concat_tables(keys)
-    has_embedding, vectors = embedding_matrix(table.column(cfg.embedding_column))
-    uuids = table.column("uuid").to_pylist()
+    # One part's embeddings at a time into unit vectors, then one matrix: the run's vectors are
+    # held twice at most (the parts' blocks, then the matrix), never as Arrow lists as well.
+    part_uuids, masks, blocks = [], [], []
+    for p in parts:
+        key = pq.read_table(p, columns=["uuid", cfg.embedding_column], filesystem=store.fs)
+        mask, block = embedding_matrix(key.column(cfg.embedding_column))
+        part_uuids.append(key.column("uuid").combine_chunks())
+        masks.append(mask)
+        blocks.append(block)
+        del key
+    dims = sorted({b.shape[1] for b in blocks if len(b)})
+    if len(dims) > 1:
+        raise ValueError(f"embeddings of different sizes {dims} in one run")
+    blocks = [b for b in blocks if len(b)]
+    vectors = np.concatenate(blocks) if blocks else np.zeros((0, 0), dtype=np.float32)
+    del blocks
+    has_embedding = np.concatenate(masks)
+    uuids = pa.concat_arrays(part_uuids).to_pylist()
     embedded = [u for u, ok in zip(uuids, has_embedding.tolist(), strict=True) if ok]
     result = find_near_duplicates(embedded, vectors, cfg)
     columns = _dedup_columns(len(uuids), has_embedding, result)
 
     offset = 0
-    for path, key in zip(parts, keys, strict=True):
+    for path, key_uuids in zip(parts, part_uuids, strict=True):
         part = pq.read_table(path, filesystem=store.fs)
-        if part.column("uuid").to_pylist() != key.column("uuid").to_pylist():
+        if not part.column("uuid").combine_chunks().equals(key_uuids):
             raise RuntimeError(f"{path} changed while the dedup step was reading it")
         for field, column in zip(DEDUP_FIELDS, columns, strict=True):
             values = column.slice(offset, part.num_rows)

@@ -1,6 +1,8 @@
 """Export step: the selected rows as SFT / preference files (formats: `magpie_ray/export.py`).
 
-Reads every `selected/` part (after a finished select step). Writes `exports/` files. Resume:
+Reads the `selected/` parts (after a finished select step) one at a time, in output order, and
+writes the `exports/` files as it goes (export.write_exports), so the driver never holds the
+selected rows. Resume:
 `exports/_manifest.json` names the selected parts and export config the files were made from; a
 rerun with both unchanged does nothing.
 """
@@ -10,8 +12,11 @@ from __future__ import annotations
 import posixpath
 from dataclasses import asdict
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from ..config import ConfigError
-from ..export import EXPORT_DIR, ExportStats, write_exports
+from ..export import EXPORT_DIR, ExportStats, Parts, write_exports
 from ..storage import RunStore
 
 INPUT_STEP = "select"
@@ -25,9 +30,14 @@ def run_step(cfg, store: RunStore) -> ExportStats:
     fingerprint = {"inputs": store.fingerprint(source), "config": asdict(cfg.export)}
 
     def export() -> ExportStats:
-        table = store.read_parts(source)
-        if table is None:  # the filter kept nothing: empty files, with the full schema
-            table = store.read_parts(store.kept_dir("dedup")).slice(0, 0)
-        return write_exports(store, table, cfg.export)
+        parts = store.part_files(source)
+        empty = None
+        if not parts:  # the filter kept nothing: empty files, with the full schema
+            deduped = store.part_files(store.kept_dir("dedup"))
+            empty = pa.unify_schemas(
+                [pq.read_schema(p, filesystem=store.fs) for p in deduped],
+                promote_options="default",
+            )
+        return write_exports(store, Parts.of_files(store, parts, empty), cfg.export)
 
     return store.once(target, fingerprint, ExportStats, export)

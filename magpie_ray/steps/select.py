@@ -1,10 +1,13 @@
-"""Select step: a filter recipe over every `deduped/` row at once (top-k is global).
+"""Select step: a filter recipe over every `deduped/` row (top-k is global), part by part.
 
-Reads from all deduped parts only the columns the recipe needs (`uuid`, `index`, the condition
-and balance columns, `response`, `response_length`, `response_finish_reason`) and runs
-`select.select_rows`. Then, per deduped part: `selected/<same name>` holds its kept rows with
-every column, `dropped/select/<same name>` its dropped rows as uuid, index, step, reason,
-detail (storage.DROPPED_SCHEMA). Every row lands in exactly one of the two.
+Reads, one deduped part at a time, only the columns the recipe needs (`uuid`, `index`, the
+condition and balance columns, `response_length`, `response_finish_reason`; `response` only
+where a condition names it or a length is missing) and runs `select.select_parts`: the driver
+holds one part's columns plus, with top_k, each passing row's uuid and length (its "keys"), never
+the rows. Then, per deduped part: `selected/<same name>` holds its kept rows with every column,
+`dropped/select/<same name>` its dropped rows as uuid, index, step, reason, detail
+(storage.DROPPED_SCHEMA). Every row lands in exactly one of the two; the outcome is exactly
+`select.select_rows` on all rows at once.
 
 Resume: `selected/_manifest.json` names the deduped parts and the recipe the output was made
 from and is written last; a rerun with both unchanged does nothing, anything else reselects
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import posixpath
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -22,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..config import ConfigError, FilterConfig
-from ..select import select_rows
+from ..select import select_parts
 from ..storage import DROPPED_SCHEMA, RunStore
 
 STEP = "select"
@@ -57,55 +61,83 @@ def select_run(store: RunStore, recipe: FilterConfig) -> SelectStats:
     return store.once(target, fingerprint, SelectStats, lambda: _select(store, parts, recipe))
 
 
+def _predicate_reader(store: RunStore, parts: list[str], present: set[str], recipe: FilterConfig):
+    """read(i): part i's columns the recipe looks at. `response` (the largest column) only
+    where a condition names it or a row's `length_column` is null and top-k needs its length."""
+    wanted = {c.column for c in recipe.conditions} | {recipe.length_column, *ALWAYS_READ}
+    wanted |= {c.unless_column for c in recipe.conditions if c.unless_column}
+    if recipe.balance_column:
+        wanted.add(recipe.balance_column)
+    columns = sorted(wanted & present)
+    needs_response = "response" in {c.column for c in recipe.conditions} | {recipe.balance_column}
+
+    def read(i: int) -> pa.Table:
+        small = [c for c in columns if c != "response"]
+        table = pq.read_table(parts[i], columns=small, filesystem=store.fs)
+        lengths = table.column(recipe.length_column) if recipe.length_column in small else None
+        fallback = recipe.top_k is not None and (lengths is None or lengths.null_count > 0)
+        if "response" in columns and (needs_response or fallback):
+            response = pq.read_table(parts[i], columns=["response"], filesystem=store.fs)
+            table = table.append_column("response", response.column("response"))
+        return table
+
+    return read
+
+
 def _select(store: RunStore, parts: list[str], recipe: FilterConfig) -> SelectStats:
     started = time.perf_counter()
     target, dropped_dir = store.kept_dir(STEP), store.dropped_dir(STEP)
-    wanted = {c.column for c in recipe.conditions} | {recipe.length_column, *ALWAYS_READ}
-    if recipe.balance_column:
-        wanted.add(recipe.balance_column)
-    columns = sorted(wanted & _columns_present(store, parts))
-    slices = [pq.read_table(p, columns=columns, filesystem=store.fs) for p in parts]
-    selection = select_rows(pa.concat_tables(slices), recipe)
-
-    offset = 0
+    present = _columns_present(store, parts)
+    read = _predicate_reader(store, parts, present, recipe)
+    key_columns = [c for c in ("uuid", "index") if c in present]
+    rows = kept_rows = 0
+    drops: Counter[str] = Counter()
+    missing: list[str] = []
     kept_written, dropped_written = set(), set()
-    for path, predicate_columns in zip(parts, slices, strict=True):
-        n, name = predicate_columns.num_rows, posixpath.basename(path)
-        kept = selection.kept[offset : offset + n]
+    for i, selection in select_parts(read, len(parts), recipe):
+        path = parts[i]
+        name, kept = posixpath.basename(path), selection.kept
+        rows, kept_rows = rows + len(kept), kept_rows + selection.num_kept
+        drops.update(selection.drop_counts())
+        missing = selection.missing_columns
         if not kept.all():
-            rows = np.flatnonzero(~kept)
-            index = (
-                predicate_columns.column("index").take(rows)
-                if "index" in predicate_columns.column_names
-                else pa.nulls(len(rows), pa.int64())
-            )
-            dropped = pa.table(
-                {
-                    "uuid": predicate_columns.column("uuid").take(rows),
-                    "index": index,
-                    "step": [STEP] * len(rows),
-                    "reason": [selection.reasons[offset + i] for i in rows.tolist()],
-                    "detail": [selection.details[offset + i] for i in rows.tolist()],
-                }
-            ).cast(DROPPED_SCHEMA)
-            store.write_part(dropped_dir, name, dropped)
+            keys = pq.read_table(path, columns=key_columns, filesystem=store.fs)
+            store.write_part(dropped_dir, name, _dropped(keys, selection))
             dropped_written.add(name)
         if kept.any():
             part = pq.read_table(path, filesystem=store.fs).filter(pa.array(kept))
             store.write_part(target, name, part)
             kept_written.add(name)
-        offset += n
     # Parts an earlier recipe or input wrote and this selection did not.
     store.remove_parts(target, kept_written)
     store.remove_parts(dropped_dir, dropped_written)
     return SelectStats(
         recipe=recipe.name,
-        rows=len(selection.kept),
-        kept=selection.num_kept,
-        drops=selection.drop_counts(),
-        missing_columns=selection.missing_columns,
+        rows=rows,
+        kept=kept_rows,
+        drops=dict(drops),
+        missing_columns=missing,
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+def _dropped(keys: pa.Table, selection) -> pa.Table:
+    """A part's dropped rows as storage.DROPPED_SCHEMA, in the part's row order."""
+    rows = np.flatnonzero(~selection.kept)
+    index = (
+        keys.column("index").take(rows)
+        if "index" in keys.column_names
+        else pa.nulls(len(rows), pa.int64())
+    )
+    return pa.table(
+        {
+            "uuid": keys.column("uuid").take(rows),
+            "index": index,
+            "step": [STEP] * len(rows),
+            "reason": [selection.reasons[i] for i in rows.tolist()],
+            "detail": [selection.details[i] for i in rows.tolist()],
+        }
+    ).cast(DROPPED_SCHEMA)
 
 
 def run_step(cfg, store: RunStore) -> SelectStats:
