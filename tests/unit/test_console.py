@@ -46,7 +46,7 @@ def test_quiet_console_keeps_steps_and_warnings_and_files_the_rest(routed):
     logging.getLogger("magpie_ray.progress").info("generate: 8 / 32 rows (25%)")
     logging.getLogger("ray.data").info("Running Dataset: dataset_1. Execution plan: ...")
     logging.getLogger("ray.data").warning("an actor died")
-    logging.getLogger("vllm.engine").info("Initializing a V1 LLM engine")
+    logging.getLogger("some_library.engine").info("Initializing a V1 LLM engine")
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.warn("old argument", DeprecationWarning, stacklevel=1)
