@@ -120,6 +120,7 @@ class GenerateActor:
         self.written_before_start = self.store.done_uuids(STEP) if _restarted_actor() else set()
         self.load_seconds = time.perf_counter() - started
         self._reported_load = False
+        self._busy_counted = 0.0  # engine seconds already added to the busy-time metric
         self.actor_key = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, batch: pa.Table) -> dict:
@@ -178,8 +179,7 @@ class GenerateActor:
         for reason, n in Counter(row["reason"] for row in result.dropped).items():
             metrics.count("magpie_rows_dropped", n, run, reason=reason)
         metrics.count("magpie_output_tokens", result.output_tokens, run)
-        busy_before = getattr(self, "_busy_counted", 0.0)
-        metrics.count("magpie_engine_busy_seconds", busy_seconds - busy_before, run)
+        metrics.count("magpie_engine_busy_seconds", busy_seconds - self._busy_counted, run)
         self._busy_counted = busy_seconds
 
 
