@@ -387,6 +387,8 @@ class TagConfig:
     # Passes over the untagged rows: rows a pass did not write (a lost node) go through again;
     # rows still untagged after the last pass make the run exit non-zero.
     max_passes: int = 3
+    # Tag rows as generate writes them (one Ray Data pipeline; every pool must fit at once).
+    stream: bool = False
 
 
 @dataclass

@@ -4,6 +4,8 @@
     generate    pre-query -> instruction -> response       (generated/)
     tag         reward, guard, judge, language, lengths, embeddings, one actor pool each
                                                            (tagged/)
+                with tag.stream=true the tag pools run on generate's rows as they are
+                written (steps/stream.py); the tag step then tags only what that left
     dedup       all embeddings -> near-duplicate clusters   (tagged/ -> deduped/)
     select      filter recipe, top-k longest last           (selected/, dropped/select/)
     export      ShareGPT / messages / DPO JSONL, Parquet    (exports/)
@@ -24,7 +26,7 @@ from .paths import resolve_paths
 from .preflight import Preflight, check_resources, preflight
 from .report import RunSummary, invocation_lines, summarize
 from .run_report import write_report
-from .steps import dedup, export, select
+from .steps import dedup, export, select, stream
 from .steps.generate import step as generate
 from .steps.tag import step as tag
 from .storage import RunStore
@@ -89,6 +91,11 @@ def incomplete_reason(gen_stats, tag_stats) -> str | None:
     return None
 
 
+def streams(cfg: Config) -> bool:
+    """Whether generation streams into tagging: `tag.stream` and both steps run."""
+    return cfg.tag.stream and {"generate", "tag"} <= set(cfg.steps)
+
+
 def run(cfg: Config, config_yaml: str = "") -> RunResult:
     """Preflight, then every step of `cfg.steps` in order; model paths are resolved here."""
     cfg = resolve_paths(cfg)
@@ -100,11 +107,12 @@ def run(cfg: Config, config_yaml: str = "") -> RunResult:
     connect(cfg)
     steps = set(cfg.steps)
     gen_stats = tag_stats = dedup_stats = select_stats = export_stats = None
+    streamed = stream.StreamedPass(cfg, store) if streams(cfg) else None
     if "generate" in steps:
-        gen_stats = generate.run_step(cfg, store)
+        gen_stats = generate.run_step(cfg, store, first_pass=streamed)
     incomplete = incomplete_reason(gen_stats, None)
     if "tag" in steps and incomplete is None:
-        tag_stats = tag.run_step(cfg, store)
+        tag_stats = tag.run_step(cfg, store, **(streamed.tag_counts() if streamed else {}))
         incomplete = incomplete_reason(None, tag_stats)
     if incomplete is None:
         dedup_stats = dedup.run_step(cfg, store) if "dedup" in steps else None

@@ -128,13 +128,14 @@ def check_tagger_tokenizers(cfg: Config, result: Preflight) -> None:
 
 def check_resources(cfg: Config, available: dict) -> None:
     """Each step's actor pools run at once, so each step's total must fit the cluster (at
-    `num_actors`: an autoscaling pool starts there and grows to `max_actors` with the cluster)."""
+    `num_actors`: an autoscaling pool starts there and grows to `max_actors` with the cluster);
+    with `tag.stream` generate's and tag's pools run at once, so their sum must fit."""
     cl = cfg.cluster
     needs = {}
     if "generate" in cfg.steps:
         need = {"CPU": cl.num_actors * cl.cpus_per_actor, "GPU": cl.num_actors * cl.gpus_per_actor}
         need.update({name: cl.num_actors * amount for name, amount in cl.actor_resources.items()})
-        needs["generate"] = (
+        needs["generate step's"] = (
             need,
             "cluster.num_actors, cluster.cpus_per_actor, cluster.gpus_per_actor or "
             "cluster.actor_resources",
@@ -146,7 +147,16 @@ def check_resources(cfg: Config, available: dict) -> None:
             "GPU": sum(p.num_actors * p.gpus_per_actor for _, p in pools),
         }
         keys = ", ".join(f"{name}.pool" for name, _ in pools)
-        needs["tag"] = (need, f"the pools' sizes ({keys}) or tag.task_cpus")
+        needs["tag step's"] = (need, f"the pools' sizes ({keys}) or tag.task_cpus")
+    if cfg.tag.stream and {"generate step's", "tag step's"} <= needs.keys():
+        # Streaming: the engine pool and the tag pools hold their actors at the same time.
+        gen_need, gen_knobs = needs.pop("generate step's")
+        tag_need, tag_knobs = needs.pop("tag step's")
+        need = {k: gen_need.get(k, 0) + tag_need.get(k, 0) for k in gen_need.keys() | tag_need}
+        needs["generate and tag steps' (streaming, tag.stream=true)"] = (
+            need,
+            f"{gen_knobs}, {tag_knobs}, or set tag.stream=false (one step after the other)",
+        )
     for step, (need, knobs) in needs.items():
         short = {k: (v, available.get(k, 0)) for k, v in need.items() if v > available.get(k, 0)}
         if short:
@@ -154,6 +164,6 @@ def check_resources(cfg: Config, available: dict) -> None:
                 f"{k}: needs {n:g}, cluster has {h:g}" for k, (n, h) in short.items()
             )
             raise ConfigError(
-                f"the {step} step's actor pools cannot fit this cluster ({detail}); lower "
+                f"the {step} actor pools cannot fit this cluster ({detail}); lower "
                 f"{knobs}, or set cluster.check_resources=false for an autoscaling cluster"
             )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 import threading
 import time
 
@@ -27,6 +28,12 @@ _WATCH_S = 1.0  # how often an engine with its own core process checks that the 
 # the heap ("free(): invalid next size"), e.g. a generator and a responder in one actor. Engines
 # with their own core process (GPUs) step freely.
 _IN_PROCESS_STEP = threading.Lock()
+
+
+def quiet_loading() -> dict:
+    """`vllm.LLM` arguments for a quiet actor (console.QUIET_ACTOR_ENV sets TQDM_DISABLE=1):
+    vLLM's checkpoint-loading bar ignores that variable, so it is turned off here."""
+    return {"use_tqdm_on_load": False} if os.environ.get("TQDM_DISABLE") == "1" else {}
 
 
 def llm_kwargs(settings: EngineSettings, on_gpu: bool) -> dict:
@@ -50,6 +57,7 @@ def llm_kwargs(settings: EngineSettings, on_gpu: bool) -> dict:
         kwargs["max_num_batched_tokens"] = max(settings.max_model_len, 8192)
     if settings.kv_cache_gib is not None:
         kwargs["kv_cache_memory_bytes"] = int(settings.kv_cache_gib * _GIB)
+    kwargs.update(quiet_loading())
     kwargs.update(settings.extra_kwargs)  # the user's engine.extra_kwargs win over ours
     return kwargs
 

@@ -1,14 +1,17 @@
 """Two Ray nodes on this machine: a head (`ray start --head`) and a worker (`ray start
---address`), each with its own temp dir and ports. The generate job, submitted with
-`ray job submit`, runs one engine actor on each node (every node advertises one `engine_slot`
-and every actor needs one, so placement is deterministic; Ray's state API confirms it) and
-writes to a `file://` output URI through pyarrow's filesystems, as it would to s3:// or gs://.
+--address`), each with its own temp dir and ports. The job, submitted with `ray job submit`,
+generates with generation streaming into tagging (`tag.stream=true`: the tag pools run on the
+rows as the engines write them) and runs one engine actor on each node (every node advertises
+one `engine_slot` and every actor needs one, so placement is deterministic; Ray's state API
+confirms it); it writes to a `file://` output URI through pyarrow's filesystems, as it would to
+s3:// or gs://.
 
-Mid-run the worker node's raylet is killed (the node is lost with its engine and the rows it
-held): the same job still ends SUCCEEDED with every row exactly once. Then the cluster is torn
-down, part files are removed as if the job had died before writing them, and the same command
-is resubmitted on a fresh two-node cluster: it regenerates exactly the missing rows and leaves
-the surviving files alone.
+Mid-run the worker node's raylet is killed (the node is lost with its engine, any tag actors it
+held and the rows in flight): the same job still ends SUCCEEDED with every row generated once
+and tagged once, and tagging overlapped generation. Then the cluster is torn down, part files
+are removed as if the job had died before writing them, and the same command is resubmitted on
+a fresh two-node cluster: it regenerates exactly the missing rows, tags exactly the untagged
+ones, and leaves the surviving files alone.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ def start_two_nodes() -> Cluster:
     return cluster
 
 
-def overrides(model_path: Path, output_uri: str) -> list[str]:
+def overrides(model_path: Path, reward_path: Path, output_uri: str) -> list[str]:
     return [
         f"model.path={model_path}",
         "model.name=tiny-chat",
@@ -68,8 +71,18 @@ def overrides(model_path: Path, output_uri: str) -> list[str]:
         "generate.batch_size=2",
         "generate.instruction.max_tokens=32",
         "generate.response.max_tokens=48",
+        "steps=[generate,tag]",
+        "tag.stream=true",
+        "tag.part_rows=4",
+        # Two tag pools (a model on transformers, the embedder): vLLM taggers stream the same
+        # way (tests/steps/test_stream.py) but would add two engine loads per node loss here.
+        f"reward.path={reward_path}",
+        "reward.name=tiny-rm",
+        "reward.max_length=256",
+        "guard.enabled=false",
+        "judge.enabled=false",
+        *(f"{pool}.pool.batch_size=4" for pool in ("reward", "embedder")),
         f"run_name={RUN}",
-        "steps=[generate]",
         f"output_dir={output_uri}",
     ]
 
@@ -133,11 +146,32 @@ def invocation_counts(logs: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+def tag_counts(logs: str) -> tuple[int, int]:
+    """(rows tagged, of them as they were generated) from the summary's tag line."""
+    match = re.search(
+        r"this invocation: (\d+) rows tagged \((?:(\d+) as they were generated, )?", logs
+    )
+    assert match, f"no tag line in the job's logs:\n{logs}"
+    return int(match.group(1)), int(match.group(2) or 0)
+
+
+def check_tagged_once(run_dir: Path) -> None:
+    """Every generated row is in tagged/ once, and no other row is."""
+    kept, _ = run_uuids(run_dir)
+    tagged = [r["uuid"] for r in read_parts(run_dir / "tagged")]
+    assert len(tagged) == len(set(tagged)), "a row was tagged twice"
+    assert sorted(tagged) == sorted(kept), (
+        f"{len(kept)} rows generated, {len(tagged)} tagged: every generated row, once"
+    )
+
+
 @pytest.mark.slow
-def test_two_nodes_one_engine_each_a_lost_node_and_a_resubmission(tiny_model_path, tmp_path):
+def test_two_nodes_one_engine_each_a_lost_node_and_a_resubmission(
+    tiny_model_path, tiny_reward_path, tmp_path
+):
     out = tmp_path / "out"
     run_dir = out / RUN
-    args = overrides(tiny_model_path, f"file://{out}")
+    args = overrides(tiny_model_path, tiny_reward_path, f"file://{out}")
     expected = sorted(row_uuid(RUN, i) for i in range(NUM_SAMPLES))
 
     cluster = start_two_nodes()
@@ -150,6 +184,12 @@ def test_two_nodes_one_engine_each_a_lost_node_and_a_resubmission(tiny_model_pat
     assert sorted(kept + dropped) == expected, "every sample must be written once"
     for row in read_parts(run_dir / "generated"):
         assert row["instruction"].strip() and row["response"].strip(), row
+    check_tagged_once(run_dir)
+    tagged, streamed = tag_counts(logs)
+    assert tagged == len(kept) and 0 < streamed <= tagged, (tagged, streamed, len(kept))
+    # How much tagging overlapped generation depends on timing (here the lost node's tag actors
+    # reload their models); bench/stream.py measures it. The pass reports its tail:
+    assert re.search(r"the last tagged part was written -?[\d.]+ s after the last generated", logs)
 
     # As if the job had died before writing half of its parts: the resubmission on a fresh
     # cluster must regenerate exactly their rows and leave the others untouched.
@@ -158,8 +198,17 @@ def test_two_nodes_one_engine_each_a_lost_node_and_a_resubmission(tiny_model_pat
     lost = parts[: len(parts) // 2]
     lost_rows = sum(pq.read_metadata(p).num_rows for p in lost)
     survivors = {p: p.stat().st_mtime_ns for p in parts[len(parts) // 2 :]}
+    lost_uuids = {r["uuid"] for p in lost for r in pq.read_table(p).to_pylist()}
     for p in lost:
         p.unlink()
+    # ... and before writing the tagged parts that hold any of their rows (a tagged row is
+    # always written after its generated part).
+    untagged = set(lost_uuids)
+    for p in sorted((run_dir / "tagged").glob("part-*.parquet")):
+        rows = set(pq.read_table(p, columns=["uuid"]).column("uuid").to_pylist())
+        if rows & lost_uuids:
+            untagged |= rows
+            p.unlink()
 
     cluster = start_two_nodes()
     try:
@@ -168,6 +217,8 @@ def test_two_nodes_one_engine_each_a_lost_node_and_a_resubmission(tiny_model_pat
         teardown(cluster)
     assert invocation_counts(logs) == (lost_rows, NUM_SAMPLES - lost_rows)
     assert {p: p.stat().st_mtime_ns for p in survivors} == survivors, "a kept part was rewritten"
+    assert tag_counts(logs)[0] == len(untagged), "exactly the untagged rows are tagged"
+    check_tagged_once(run_dir)
     kept, dropped = run_uuids(run_dir)
     assert sorted(kept + dropped) == expected, (
         f"after the resubmission every sample must be written once: kept {len(kept)}, "

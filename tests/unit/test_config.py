@@ -335,6 +335,20 @@ def test_resources_the_cluster_cannot_hold_are_an_error():
     check_resources(_compose(), {"CPU": 2.0})
 
 
+def test_streaming_needs_every_pool_of_both_steps_at_once():
+    # local cluster: the engine actor 0.5 CPU; four tag pools of 0.25 and tag tasks 0.25
+    check_resources(_compose(), {"CPU": 1.5})
+    cfg = _compose("tag.stream=true")
+    with pytest.raises(ConfigError) as err:
+        check_resources(cfg, {"CPU": 1.5})
+    assert "generate and tag steps' (streaming, tag.stream=true) actor pools" in str(err.value)
+    assert "CPU: needs 1.75, cluster has 1.5" in str(err.value)
+    assert "tag.stream=false" in str(err.value)
+    check_resources(cfg, {"CPU": 1.75})
+    # with one of the two steps alone nothing streams: each step's own total counts
+    check_resources(_compose("tag.stream=true", "steps=[tag,dedup]"), {"CPU": 1.5})
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [
@@ -414,3 +428,26 @@ def test_extra_engine_kwargs_reach_vllm_and_win_over_ours():
     settings = engine_settings(cfg.engine.kind, cfg.model, cfg.engine, 0)
     assert isinstance(settings, EngineSettings)
     assert llm_kwargs(settings, on_gpu=False)["max_num_batched_tokens"] == 4096
+
+
+def test_quiet_actors_turn_off_vllms_own_loading_bar(monkeypatch):
+    """vLLM's checkpoint-loading bar ignores TQDM_DISABLE (quiet actors' env): turned off by
+    an argument the installed vLLM has; a user's extra_kwargs still win."""
+    import dataclasses
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    from magpie_ray.console import QUIET_ACTOR_ENV
+    from magpie_ray.engines.vllm_engine import llm_kwargs
+    from magpie_ray.steps.actor_pools import engine_settings
+
+    cfg = _compose()
+    settings = engine_settings(cfg.engine.kind, cfg.model, cfg.engine, 0)
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    assert "use_tqdm_on_load" not in llm_kwargs(settings, on_gpu=False)
+    monkeypatch.setenv("TQDM_DISABLE", QUIET_ACTOR_ENV["TQDM_DISABLE"])
+    assert llm_kwargs(settings, on_gpu=False)["use_tqdm_on_load"] is False
+    assert "use_tqdm_on_load" in {f.name for f in dataclasses.fields(EngineArgs)}
+    mine = _compose("+engine.extra_kwargs.use_tqdm_on_load=true")
+    settings = engine_settings(mine.engine.kind, mine.model, mine.engine, 0)
+    assert llm_kwargs(settings, on_gpu=False)["use_tqdm_on_load"] is True

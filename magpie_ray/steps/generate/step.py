@@ -62,9 +62,13 @@ class GenerateSettings:
 
 
 class GenerateActor:
-    """Ray Data actor: one engine, loaded once; `__call__` takes a batch of seed rows."""
+    """Ray Data actor: one engine, loaded once; `__call__` takes a batch of seed rows.
 
-    def __init__(self, settings: GenerateSettings):
+    It returns the call's counters; with a `sink` (generation streaming into tagging, see
+    `steps/stream.py`) it sends the counters there and returns the rows it kept instead, for
+    the tag pools downstream."""
+
+    def __init__(self, settings: GenerateSettings, sink=None):
         from ...engines import load_engine
         from ...engines.tokens import load_tokenizer
 
@@ -122,8 +126,20 @@ class GenerateActor:
         self._reported_load = False
         self._busy_counted = 0.0  # engine seconds already added to the busy-time metric
         self.actor_key = f"{socket.gethostname()}:{os.getpid()}"
+        self.sink = sink
 
-    def __call__(self, batch: pa.Table) -> dict:
+    def __call__(self, batch: pa.Table) -> dict | pa.Table:
+        stats, kept = self._generate(batch)
+        if self.sink is None:
+            return stats
+        import ray
+
+        # Acknowledged before the rows go on: once the pass is over, every call's counters are in.
+        ray.get(self.sink.add.remote(stats))
+        return kept
+
+    def _generate(self, batch: pa.Table) -> tuple[dict, pa.Table]:
+        """Generate the batch's rows, write their part files; (counters, kept rows)."""
         rows = batch.to_pylist()
         started = time.time()
         # The rows that come back are the first len(rows) to finish in this actor, not
@@ -137,8 +153,9 @@ class GenerateActor:
         result = batch_result(outcomes)
         done = [o.kept or o.dropped for o in outcomes]
         stats = self._stats(len(rows) - len(todo), result, started)
+        kept = pa.Table.from_pylist(result.kept, schema=GENERATED_SCHEMA)
         if not done:
-            return stats
+            return stats, kept
         first = min(r["index"] for r in done)
         name = part_name(first, [r["uuid"] for r in done])
         # Each uuid lands in exactly one of the two files, so a crash between the writes only
@@ -147,10 +164,9 @@ class GenerateActor:
             table = pa.Table.from_pylist(result.dropped, schema=DROPPED_SCHEMA)
             self.store.write_part(self.store.dropped_dir(STEP), name, table)
         if result.kept:
-            table = pa.Table.from_pylist(result.kept, schema=GENERATED_SCHEMA)
-            self.store.write_part(self.store.kept_dir(STEP), name, table)
+            self.store.write_part(self.store.kept_dir(STEP), name, kept)
         stats["finished_at"] = [time.time()]
-        return stats
+        return stats, kept
 
     def _stats(self, skipped: int, result: BatchResult, started: float) -> dict:
         load_seconds = 0.0 if self._reported_load else self.load_seconds
@@ -271,7 +287,7 @@ def settings_from(cfg) -> GenerateSettings:
     )
 
 
-def run_step(cfg, store: RunStore, seeds: list[dict] | None = None) -> StepStats:
+def run_step(cfg, store: RunStore, seeds: list[dict] | None = None, first_pass=None) -> StepStats:
     """Generate every seed row not already in `generated/` or `dropped/generate/`.
 
     After each pass the step compares the run's files with the rows it was given: a row that is
@@ -279,7 +295,8 @@ def run_step(cfg, store: RunStore, seeds: list[dict] | None = None) -> StepStats
     brought it had returned) goes through again, up to `generate.max_passes` passes in all.
     Rows still missing after that are counted in `rows_missing`; the pipeline then stops with
     a non-zero exit. `seeds` replaces the rows made from the config (benchmarks pass
-    synthetic workloads).
+    synthetic workloads); `first_pass` replaces the first pass (`_run_pass`'s signature: the
+    pass that streams into tagging, `steps/stream.py`).
     """
     gen = cfg.generate
     if seeds is None:
@@ -302,7 +319,8 @@ def run_step(cfg, store: RunStore, seeds: list[dict] | None = None) -> StepStats
                 passes,
                 gen.max_passes,
             )
-        _run_pass(cfg, pending, tally, progress, first=passes == 1)
+        run_pass = first_pass if first_pass is not None and passes == 1 else _run_pass
+        run_pass(cfg, pending, tally, progress, first=passes == 1)
         done = store.done_uuids(STEP)
         pending = [row for row in pending if row["uuid"] not in done]
     progress.finish()
@@ -352,15 +370,25 @@ class _Tally:
 
 def _run_pass(cfg, rows: list[dict], tally: _Tally, progress: Progress, first: bool) -> None:
     """One Ray Data pass of `rows` through an engine actor pool (see `actor_pools`)."""
+    ds = generate_stage(cfg, rows, first)
+    with engine_failures():
+        for stats in ds.iter_rows():
+            tally.add(stats)
+            progress.add(stats["rows"], stats["output_tokens"])
+
+
+def generate_stage(cfg, rows: list[dict], first: bool, sink=None):
+    """A Ray Data dataset of `rows` through the engine actor pool: the calls' counters, or with
+    a `sink` (which then gets the counters) the rows they kept."""
     import ray.data
 
     gen, cl = cfg.generate, cfg.cluster
     blocks = min(len(rows), max(1, -(-len(rows) // gen.batch_size)))
     set_actor_start_retries(cl.actor_start_retries)
-    ds = map_with_actors(
+    return map_with_actors(
         ray.data.from_items(rows, override_num_blocks=blocks),
         GenerateActor,
-        {"settings": settings_from(cfg)},
+        {"settings": settings_from(cfg), "sink": sink},
         # One block (<= batch_size rows) per actor call. With batch_size set, Ray Data
         # bundles blocks up to batch_size rows and runs the bundle's batches one after
         # another in one call, so a batch waited for the previous one's longest row.
@@ -374,7 +402,3 @@ def _run_pass(cfg, rows: list[dict], tally: _Tally, progress: Progress, first: b
         resources=cl.actor_resources,
         env=console.actor_env(cfg.quiet, cl.actor_env),
     )
-    with engine_failures():
-        for stats in ds.iter_rows():
-            tally.add(stats)
-            progress.add(stats["rows"], stats["output_tokens"])

@@ -225,6 +225,8 @@ class VLLMRewardScorer:
         from transformers import AutoConfig, AutoTokenizer
         from vllm import LLM
 
+        from ...engines.vllm_engine import quiet_loading
+
         on_gpu = torch.cuda.is_available()
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model_config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -241,7 +243,7 @@ class VLLMRewardScorer:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         if kv_cache_gib is not None:
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * (1 << 30))
-        self.llm = LLM(**(kwargs | dict(extra_kwargs or {})))
+        self.llm = LLM(**(kwargs | quiet_loading() | dict(extra_kwargs or {})))
         self.max_length = max_length
 
     def render(self, messages: list[dict[str, str]]) -> str:

@@ -52,16 +52,17 @@ def drop_done(table: pa.Table, done: frozenset) -> pa.Table:
 
 
 def write_tagged_part(table: pa.Table, run_uri: str) -> dict:
-    """Ray Data batch function: writes one `tagged/` part atomically; returns its counts."""
+    """Ray Data batch function: writes one `tagged/` part atomically; returns its rows and when
+    it was written."""
     if table.num_rows == 0:
-        return {"rows": [0]}
+        return {"rows": [0], "written_at": [time.time()]}
     store = RunStore(run_uri)
     table = conform(table, TAG_FIELDS)
     indices = table.column("index").to_pylist()
     name = part_name(min(indices), table.column("uuid").to_pylist())
     store.write_part(store.kept_dir(STEP), name, table)
     metrics.count("magpie_rows_tagged", table.num_rows, metrics.run_label(run_uri))
-    return {"rows": [table.num_rows]}
+    return {"rows": [table.num_rows], "written_at": [time.time()]}
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class TagStats:
     wall_seconds: float
     passes: int = 0  # Ray Data passes: 1, plus one per sweep for rows a pass lost
     rows_missing: int = 0  # generated rows still untagged after the last pass
+    rows_streamed: int = 0  # of rows_tagged: tagged as generate wrote them (tag.stream)
 
 
 def _todo_files(store: RunStore, done: set[str]) -> tuple[list[str], int, int, frozenset]:
@@ -93,14 +95,18 @@ def _todo_files(store: RunStore, done: set[str]) -> tuple[list[str], int, int, f
     return files, todo, total - todo, frozenset(done_inside)
 
 
-def run_step(cfg: Config, store: RunStore) -> TagStats:
+def run_step(
+    cfg: Config, store: RunStore, streamed_rows: int = 0, streamed_seconds: float = 0.0
+) -> TagStats:
     """Tag every generated row not already in `tagged/`.
 
     After each pass the generated rows are compared with `tagged/` again: rows a pass did not
     write (a node lost with its blocks) go through again, up to `tag.max_passes` passes; rows
-    still untagged after that are counted in `rows_missing`.
+    still untagged after that are counted in `rows_missing`. `streamed_rows` were tagged in
+    `streamed_seconds` by generation's own pass (`steps/stream.py`) and count as this
+    invocation's; this call then tags what that pass left.
     """
-    started = time.perf_counter()
+    started = time.perf_counter() - streamed_seconds
     files, todo, done_before, done_inside = _todo_files(store, store.done_uuids(STEP))
     taggers = enabled_model_taggers(cfg)
     passes = 0
@@ -122,13 +128,14 @@ def run_step(cfg: Config, store: RunStore) -> TagStats:
         files, missing, _, done_inside = _todo_files(store, store.done_uuids(STEP))
     progress.finish()
     return TagStats(
-        rows_todo=todo,
-        rows_done_before=done_before,
-        rows_tagged=todo - missing,
+        rows_todo=todo + streamed_rows,
+        rows_done_before=done_before - streamed_rows,
+        rows_tagged=streamed_rows + todo - missing,
         pools=tuple(t.name for t in taggers),
         wall_seconds=time.perf_counter() - started,
-        passes=passes,
+        passes=passes + (1 if streamed_rows else 0),
         rows_missing=missing,
+        rows_streamed=streamed_rows,
     )
 
 
@@ -144,13 +151,25 @@ def _run_pass(
     """One Ray Data pass over the untagged rows of `files` (pools: see `actor_pools`)."""
     import ray.data
 
-    set_actor_start_retries(cfg.cluster.actor_start_retries)
-    task_args = {"num_cpus": cfg.tag.task_cpus}
-    ds = ray.data.read_parquet(files, filesystem=store.fs, **task_args)
+    ds = ray.data.read_parquet(files, filesystem=store.fs, num_cpus=cfg.tag.task_cpus)
     if done_inside:
         ds = ds.map_batches(
-            drop_done, fn_kwargs={"done": done_inside}, batch_format="pyarrow", **task_args
+            drop_done,
+            fn_kwargs={"done": done_inside},
+            batch_format="pyarrow",
+            num_cpus=cfg.tag.task_cpus,
         )
+    ds = tag_stages(ds, cfg, store, taggers, first)
+    with engine_failures():
+        for written in ds.iter_rows():
+            progress.add(written["rows"])
+
+
+def tag_stages(ds, cfg: Config, store: RunStore, taggers: list, first: bool):
+    """`ds` (generated rows) -> text tags -> one actor pool per tagger -> `tagged/` parts; the
+    result's rows are the writer's ({"rows": n, "written_at": epoch seconds} per part)."""
+    set_actor_start_retries(cfg.cluster.actor_start_retries)
+    task_args = {"num_cpus": cfg.tag.task_cpus}
     ds = ds.map_batches(
         add_text_tags,
         fn_kwargs={"language": cfg.tag.language},
@@ -172,13 +191,10 @@ def _run_pass(
             first_pass=first,
             env=console.actor_env(cfg.quiet, cfg.cluster.actor_env),
         )
-    ds = ds.map_batches(
+    return ds.map_batches(
         write_tagged_part,
         fn_kwargs={"run_uri": store.run_uri},
         batch_size=cfg.tag.part_rows,
         batch_format="pyarrow",
         **task_args,
     )
-    with engine_failures():
-        for written in ds.iter_rows():
-            progress.add(written["rows"])
