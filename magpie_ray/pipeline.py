@@ -107,7 +107,7 @@ def run(cfg: Config, config_yaml: str = "") -> RunResult:
     connect(cfg)
     steps = set(cfg.steps)
     gen_stats = tag_stats = dedup_stats = select_stats = export_stats = None
-    streamed = stream.StreamedPass(cfg, store) if streams(cfg) else None
+    streamed = stream.StreamedPass(store) if streams(cfg) else None
     if "generate" in steps:
         gen_stats = generate.run_step(cfg, store, first_pass=streamed)
     incomplete = incomplete_reason(gen_stats, None)

@@ -198,8 +198,7 @@ def _passes_note(stats) -> str:
 
 
 def tag_line(stats) -> str:
-    streamed = getattr(stats, "rows_streamed", 0)
-    streamed = f"{streamed} as they were generated, " if streamed else ""
+    streamed = f"{stats.rows_streamed} as they were generated, " if stats.rows_streamed else ""
     return (
         f"{stats.rows_tagged} rows tagged ({streamed}{stats.rows_done_before} already done)"
         f" by pools {', '.join(stats.pools) or 'none'} in {stats.wall_seconds:.1f} s"

@@ -5,10 +5,10 @@
                  it kept on)
 
 This is the generate step's first pass. The tag pools start with the engine pool and tag each
-call's rows while the engines go on generating, so the tagging models never wait for the last
-generated row and the whole path ends soon after generation does. Every pool holds its own
-actors (its `num_actors` x its CPUs / GPUs) for the whole pass: the cluster must fit them all at
-once (preflight checks it), and no pool can take another's slots. When tagging falls behind, the
+call's rows while the engines go on generating: tagging never waits for the last generated row
+(bench/stream.py measures what that gains). Every pool holds its own actors (its `num_actors` x
+its CPUs / GPUs) for the whole pass: the cluster must fit them all at once (preflight checks
+it), and no pool can take another's slots. When tagging falls behind, the
 rows queue in Ray's object store; Ray Data slows the engine pool only once that queue reaches
 its memory budget.
 
@@ -60,8 +60,8 @@ class StreamedPass:
     """The generate step's first pass with the tag pools downstream: `generate.run_step`'s
     `first_pass`. Afterwards `tagged` rows were tagged in `seconds` (for `tag.run_step`)."""
 
-    def __init__(self, cfg, store):
-        self.cfg, self.store = cfg, store
+    def __init__(self, store):
+        self.store = store
         self.tagged = 0
         self.seconds = 0.0
         # Seconds from the pass's last generated rows to its last tagged part: what tagging
