@@ -55,13 +55,18 @@ def convert_gguf_to_hf(gguf_path: Path, out_dir: Path) -> Path:
 
 
 def save_model_folder(model, tokenizer, out_dir: Path) -> Path:
-    """Save an HF model + tokenizer to `out_dir` via a hidden sibling and a rename."""
+    """Save an HF model + tokenizer to `out_dir` via a hidden sibling and a rename; when another
+    process placed the same folder first (parallel test workers), theirs is kept."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         tmp.rename(out_dir)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (out_dir / "config.json").is_file():
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
