@@ -1,73 +1,29 @@
 """Config schemas: plain dataclasses, registered in Hydra's ConfigStore by `register()`.
 
 Hydra composes `conf/` YAML onto these schemas; everything past `__main__` receives a `Config`
-object, never a DictConfig. Closed choices are `StrEnum`s, so OmegaConf rejects an unknown value
-at compose time with the valid ones listed (and a member still equals its string). This module
-is the bottom layer: it imports nothing of ours. Checks that need more than a type live in
-`validation.py`; model paths are resolved once, by `paths.resolve_paths`, where a run starts.
+object, never a DictConfig. Closed choices are `StrEnum`s (in `choices.py`, re-exported here), so
+OmegaConf rejects an unknown value at compose time with the valid ones listed. This module and
+`choices` are the bottom layer: they import nothing else of ours. Checks that need more than a
+type live in `validation.py`; model paths are resolved once, by `paths.resolve_paths`, where a
+run starts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message says which and how to fix it."""
-
-
-class Step(StrEnum):
-    generate = "generate"
-    tag = "tag"
-    dedup = "dedup"
-    select = "select"
-    export = "export"
-
-
-class EngineKind(StrEnum):
-    vllm = "vllm"  # production: continuous batching, constrained decoding
-    hf = "hf"  # transformers: the fallback
-
-
-class JudgeTask(StrEnum):
-    difficulty = "difficulty"
-    quality = "quality"
-    classification = "classification"
-
-
-class ExportFormat(StrEnum):
-    sharegpt = "sharegpt"
-    messages = "messages"
-    dpo = "dpo"
-    parquet = "parquet"
-
-
-class Mode(StrEnum):
-    run = "run"  # the steps
-    check = "check"  # every preflight check, then exit without loading any weights
-
-
-class Thinking(StrEnum):
-    """A reasoning model's mode; which ones a family supports is in its YAML (`thinking`)."""
-
-    off = "off"
-    on = "on"
-    low = "low"  # gpt-oss reasoning efforts
-    medium = "medium"
-    high = "high"
-
-
-class SanitizerRules(StrEnum):
-    ours = "ours"  # sanitize.py: deletes labels, numbering and leaked answers only
-    reference = "reference"  # the reference's truncation to one question or line (parity)
-
-
-class IndexKind(StrEnum):
-    auto = "auto"  # flat up to dedup.exact_max_rows, ivf beyond
-    flat = "flat"
-    ivf = "ivf"
+from .choices import (  # noqa: F401 - re-exported: the schema's closed choices
+    ConfigError,
+    EngineKind,
+    ExportFormat,
+    IndexKind,
+    JudgeTask,
+    Mode,
+    SanitizerRules,
+    Step,
+    Thinking,
+)
 
 
 @dataclass
@@ -291,6 +247,8 @@ class TaggerModel(ModelFields):
     enabled: bool = True
     stand_in: bool = False  # not the real model: the recorded name says "stand-in:"
     pool: PoolConfig = field(default_factory=PoolConfig)
+    # Seconds the model may take to load in its actor; longer fails like any start failure.
+    start_timeout_s: float = 1800.0
 
     @property
     def recorded_name(self) -> str:

@@ -280,6 +280,8 @@ def _engines_in_use(cfg: Config) -> list[tuple[str, Any, str]]:
                 engines.append(
                     ("reward.preference", cfg.reward.preference, cfg.reward.preference.engine)
                 )
+        if cfg.embedder.enabled:
+            engines.append(("embedder", cfg.embedder, "sentence-transformers"))
     return engines
 
 

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TypeVar
 
 from .base import Engine, EngineSettings
 
@@ -20,6 +21,7 @@ ENGINES = {
     "vllm": ("vllm_engine", "VLLMEngine"),
     "hf": ("hf_engine", "HFEngine"),
 }
+T = TypeVar("T")
 
 
 class EngineStartError(RuntimeError):
@@ -48,24 +50,25 @@ _HINTS = (
         "check the model path",
     ),
     (
-        r"not ready within engine\.start_timeout_s",
-        "raise engine.start_timeout_s if the model only loads slowly (large weights, slow"
-        " storage, many GPUs), else see the actor's log for where the start hangs",
+        r"not ready within ([\w.]+\.start_timeout_s)",
+        "raise {0} if the model only loads slowly (large weights, slow storage, many GPUs),"
+        " else see the actor's log for where the start hangs",
     ),
 )
 
 
 def start_hint(key: str, cause: str) -> str:
     for pattern, hint in _HINTS:
-        if re.search(pattern, cause, re.IGNORECASE):
-            return hint.format(key=key)
+        match = re.search(pattern, cause, re.IGNORECASE)
+        if match:
+            return hint.format(*match.groups(), key=key)
     return f"check {key}'s model path and engine settings"
 
 
-def load_engine(settings: EngineSettings, key: str = "engine") -> Engine:
-    """The engine `settings.kind` names, with its model loaded (imported only when used).
-    A failure to start, or a start that takes longer than `settings.start_timeout_s`, raises
-    `EngineStartError` naming `key` (its config key), the cause and the setting to change."""
+def load_engine(settings: EngineSettings, key: str = "engine", timeout_key: str = "") -> Engine:
+    """The engine `settings.kind` names, with its model loaded (imported only when used), by
+    `start_model`: `key` is the engine's config key, `timeout_key` the key of its
+    `settings.start_timeout_s` (default `<key>.start_timeout_s`)."""
     import importlib
 
     if settings.kind not in ENGINES:
@@ -75,17 +78,33 @@ def load_engine(settings: EngineSettings, key: str = "engine") -> Engine:
     def start() -> Engine:
         return getattr(importlib.import_module(f".{module}", __name__), name)(settings)
 
+    return start_model(
+        key, settings.kind, settings.model_path, start, settings.start_timeout_s, timeout_key
+    )
+
+
+def start_model(
+    key: str,
+    kind: str,
+    path: str,
+    start: Callable[[], T],
+    timeout_s: float | None = None,
+    timeout_key: str = "",
+) -> T:
+    """`start()`, which loads the model of config key `key` (an engine, a reward scorer, an
+    embedder), waited for at most `timeout_s` seconds (None: as long as it takes). A failure,
+    or a start that runs over (`timeout_key`, default `<key>.start_timeout_s`, names the
+    setting), raises `EngineStartError`: one line naming `key`, the cause and what to change."""
     try:
-        return _ready_within(settings.start_timeout_s, start)
+        return _ready_within(timeout_s, timeout_key or f"{key}.start_timeout_s", start)
     except Exception as err:  # noqa: BLE001 - any start-up failure, named once
         cause = " ".join(f"{type(err).__name__}: {err}".split())[:300].rstrip(".")
         raise EngineStartError(
-            f"{key} ({settings.kind}, {settings.model_path}) failed to start: {cause}."
-            f" Fix: {start_hint(key, cause)}"
+            f"{key} ({kind}, {path}) failed to start: {cause}. Fix: {start_hint(key, cause)}"
         ) from err
 
 
-def _ready_within(timeout_s: float | None, start: Callable[[], Engine]) -> Engine:
+def _ready_within(timeout_s: float | None, timeout_key: str, start: Callable[[], T]) -> T:
     """`start()` on a thread of its own, waited for at most `timeout_s` seconds (None: as long
     as it takes). A start that runs over keeps going until the process ends: the caller, an
     actor's constructor, fails, and Ray ends the actor's process."""
@@ -103,7 +122,7 @@ def _ready_within(timeout_s: float | None, start: Callable[[], Engine]) -> Engin
     try:
         return ready.result(timeout=timeout_s)
     except FutureTimeout:
-        raise TimeoutError(f"not ready within engine.start_timeout_s={timeout_s:g} s") from None
+        raise TimeoutError(f"not ready within {timeout_key}={timeout_s:g} s") from None
 
 
 _MARK = re.compile(r"EngineStartError: ([^\n\x1b]+)")

@@ -94,6 +94,37 @@ def sampling_params(spec: SamplingSpec):
     )
 
 
+def core_in_process(llm_engine) -> bool:
+    """Whether a vLLM `LLMEngine`'s core runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0)."""
+    return type(getattr(llm_engine, "engine_core", None)).__name__ == "InprocClient"
+
+
+def watch_core(llm_engine, on_dead, done) -> None:
+    """For a vLLM `LLMEngine` whose core runs in its own process: a thread asks the core once a
+    second whether it lives, until `done()`, and calls `on_dead(error)` once it does not.
+
+    A core that dies (killed, crashed) is marked dead by vLLM's client, whose next call raises
+    `EngineDeadError`; but a call already waiting for the core's output (a step, a `classify`)
+    waits forever (vLLM 0.32's sync client ends its output thread without a word), so the
+    holder of the engine learns it here. Nothing to watch for a core in this process."""
+    if core_in_process(llm_engine):
+        return
+
+    def watch() -> None:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        ensure_alive = getattr(llm_engine.engine_core, "ensure_alive", None)
+        while ensure_alive is not None and not done():
+            try:
+                ensure_alive()
+            except EngineDeadError as err:
+                on_dead(err)
+                return
+            time.sleep(_WATCH_S)
+
+    threading.Thread(target=watch, name="VLLMCoreWatch", daemon=True).start()
+
+
 class VLLMEngine(BackgroundEngine):
     def __init__(self, settings: EngineSettings):
         import torch
@@ -101,7 +132,7 @@ class VLLMEngine(BackgroundEngine):
 
         self.llm = LLM(**llm_kwargs(settings, torch.cuda.is_available()))
         self._engine = self.llm.llm_engine
-        in_process = type(getattr(self._engine, "engine_core", None)).__name__ == "InprocClient"
+        in_process = core_in_process(self._engine)
         self._step_lock = _IN_PROCESS_STEP if in_process else threading.Lock()
         # Callers tokenize with their own tokenizer object: the engine thread detokenizes with
         # vLLM's, and one Rust tokenizer must not be used by two threads at once.
@@ -109,23 +140,7 @@ class VLLMEngine(BackgroundEngine):
         self._ids = itertools.count()
         self._futures: dict = {}
         super().__init__()
-        if not in_process:
-            threading.Thread(target=self._watch_core, name="VLLMCoreWatch", daemon=True).start()
-
-    def _watch_core(self) -> None:
-        """A core in its own process that dies (killed, crashed) is marked dead by vLLM's
-        client, whose next call raises `EngineDeadError`; but a step already waiting for the
-        core's output waits forever (vLLM 0.32's sync client ends its output thread without a
-        word). So the engine asks the client once a second and fails every request itself."""
-        from vllm.v1.engine.exceptions import EngineDeadError
-
-        ensure_alive = getattr(self._engine.engine_core, "ensure_alive", None)
-        while ensure_alive is not None and not self._stopped and self.failure is None:
-            try:
-                ensure_alive()
-            except EngineDeadError as err:
-                self._fail(err)
-            time.sleep(_WATCH_S)
+        watch_core(self._engine, self._fail, lambda: self._stopped or self.failure is not None)
 
     def _serve(self, new_requests: list) -> bool:
         with self._step_lock:

@@ -293,3 +293,65 @@ def test_preference_samples_are_scored_by_their_own_model(tiny_model_path, tiny_
     assert same.pref_scorer is same.scorer, "one path, one model"
     (row,) = same(batch).to_pylist()
     assert row["rewards"] == pytest.approx(ours, abs=1e-4)
+
+
+_REWARD_ACTOR = """
+import sys
+from magpie_ray.config import RewardConfig
+from magpie_ray.steps.tag.reward import RewardTagger
+from tests.helpers import generated_rows
+import pyarrow as pa
+
+config = RewardConfig(path=sys.argv[1], max_length=256, engine="vllm", kv_cache_gib=0.125)
+tagger = RewardTagger(config)
+print("ready", flush=True)
+sys.stdin.readline()  # the test kills the engine core meanwhile
+tagger(pa.Table.from_pylist(generated_rows(2)))
+print("a call answered after its engine died", flush=True)
+"""
+
+
+def test_a_dead_vllm_pooling_engine_ends_the_reward_actor(tiny_reward_path, tmp_path):
+    """reward.engine=vllm with its core in a process of its own (vLLM's default, GPUs): the
+    core killed, the actor (here a plain process holding a RewardTagger) exits by itself with
+    one line naming the engine, so that Ray restarts it; it never answers with a dead engine."""
+    import os
+    import subprocess
+    import sys
+
+    import psutil
+
+    from tests.actor_kills import ENGINE_CORE
+
+    env = os.environ | {"VLLM_ENABLE_V1_MULTIPROCESSING": "1", "TQDM_DISABLE": "1"}
+    log = tmp_path / "actor.err"  # a file: vLLM's start-up log would fill a pipe
+    with open(log, "w") as stderr:
+        actor = subprocess.Popen(
+            [sys.executable, "-c", _REWARD_ACTOR, str(tiny_reward_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=env,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+    try:
+        lines = iter(actor.stdout.readline, "")  # vLLM logs to stdout too
+        assert "ready" in (line.strip() for line in lines), log.read_text()[-3000:]
+        cores = [
+            p
+            for p in psutil.Process(actor.pid).children(recursive=True)
+            if ENGINE_CORE in " ".join(p.cmdline())
+        ]
+        assert len(cores) == 1, "vLLM's engine core runs in a process of its own"
+        cores[0].kill()
+        actor.stdin.write("go\n")
+        actor.stdin.flush()
+        out, _ = actor.communicate(timeout=120)
+    finally:
+        actor.kill()
+    err = log.read_text()
+    assert actor.returncode == 1
+    assert "answered" not in out
+    assert f"reward (vllm, {tiny_reward_path}) died mid-run (EngineDeadError" in err
+    assert "exiting this actor" in err

@@ -394,6 +394,8 @@ def test_custom_actor_resources_count_against_the_cluster():
         ("model.tensor_parallel_size=0", "model.tensor_parallel_size=0: must be >= 1"),
         ("judge.kv_cache_gib=0", "judge.kv_cache_gib=0.0: must be > 0"),
         ("engine.start_timeout_s=0", "engine.start_timeout_s=0.0: must be > 0 (seconds)"),
+        ("judge.start_timeout_s=0", "judge.start_timeout_s=0.0: must be > 0 (seconds)"),
+        ("embedder.start_timeout_s=-1", "embedder.start_timeout_s=-1.0: must be > 0 (seconds)"),
     ],
 )
 def test_engine_numbers_are_checked_before_any_engine_starts(override, needle):

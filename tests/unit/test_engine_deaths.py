@@ -1,5 +1,5 @@
 """A dead engine fails every request and takes its actor with it; a start that runs over
-`engine.start_timeout_s` fails like any start failure (the engines here are stand-ins; the
+its `start_timeout_s` fails like any start failure (the engines here are stand-ins; the
 real engines and actors: tests/e2e/test_engine_failures.py)."""
 
 import logging
@@ -9,10 +9,11 @@ import types
 
 import pytest
 
-from magpie_ray.engines import ENGINES, EngineStartError, load_engine
+from magpie_ray.engines import ENGINES, EngineStartError, load_engine, start_model
 from magpie_ray.engines.base import BackgroundEngine, Completion, EngineSettings, SamplingSpec
 from magpie_ray.steps import actor_pools
 from magpie_ray.steps.actor_pools import engine_death_exits
+from magpie_ray.steps.generate.step import TIMEOUT_KEY
 
 SPEC = SamplingSpec(temperature=0.0, max_tokens=4)
 
@@ -115,8 +116,11 @@ def test_a_start_that_runs_over_start_timeout_s_is_a_start_failure_naming_the_ke
     monkeypatch.setitem(ENGINES, "slow", ("slow_stand_in", "SlowEngine"))
     settings = EngineSettings(kind="slow", model_path="/models/x", start_timeout_s=0.2)
     try:
+        # The generate step's engines share engine.start_timeout_s; a tagger has its own.
         with pytest.raises(EngineStartError) as err:
-            load_engine(settings, "generate.responder")
+            load_engine(settings, "generate.responder", TIMEOUT_KEY)
+        with pytest.raises(EngineStartError) as judge_err:
+            load_engine(settings, "judge")
     finally:
         gate.set()
     assert str(err.value) == (
@@ -124,4 +128,30 @@ def test_a_start_that_runs_over_start_timeout_s_is_a_start_failure_naming_the_ke
         " engine.start_timeout_s=0.2 s. Fix: raise engine.start_timeout_s if the model only"
         " loads slowly (large weights, slow storage, many GPUs), else see the actor's log for"
         " where the start hangs"
+    )
+    assert "not ready within judge.start_timeout_s=0.2 s. Fix: raise judge.start_timeout_s" in (
+        str(judge_err.value)
+    )
+
+
+def test_a_tagging_model_that_loads_too_slowly_or_fails_names_its_own_key():
+    gate = threading.Event()
+    try:
+        with pytest.raises(EngineStartError) as slow:
+            start_model("embedder", "sentence-transformers", "/m/e", gate.wait, 0.1)
+    finally:
+        gate.set()
+    assert str(slow.value).startswith(
+        "embedder (sentence-transformers, /m/e) failed to start: TimeoutError: not ready within"
+        " embedder.start_timeout_s=0.1 s. Fix: raise embedder.start_timeout_s"
+    )
+
+    def missing():
+        raise OSError("/m/p does not appear to have a file named config.json")
+
+    with pytest.raises(EngineStartError) as failed:
+        start_model("reward.preference", "hf", "/m/p", missing, 60, "reward.start_timeout_s")
+    assert str(failed.value) == (
+        "reward.preference (hf, /m/p) failed to start: OSError: /m/p does not appear to have a"
+        " file named config.json. Fix: check the model path"
     )

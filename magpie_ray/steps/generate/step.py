@@ -42,6 +42,8 @@ from .schema import GENERATED_SCHEMA, STEP, BatchResult
 from .seeds import make_seed_rows
 
 log = logging.getLogger(__name__)
+# One start timeout for every engine of the generate step (generator, responder, base).
+TIMEOUT_KEY = "engine.start_timeout_s"
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ class GenerateActor:
         responder = None
         if responder_family is not None:
             responder = chat_model(
-                load_engine(s.responder_engine, "generate.responder"),
+                load_engine(s.responder_engine, "generate.responder", TIMEOUT_KEY),
                 responder_family,
                 s.responder_name,
                 s.responder_engine.kind,
@@ -248,7 +250,7 @@ def _load_base_answerer(settings: GenerateSettings):
     base = settings.generate.base
     spec = SamplingSpec(temperature=base.temperature, top_p=base.top_p, max_tokens=base.max_tokens)
     return BaseAnswerer(
-        load_engine(settings.base_engine, "generate.base"),
+        load_engine(settings.base_engine, "generate.base", TIMEOUT_KEY),
         base.name or base.path,
         load_examples(base.examples_file),
         spec,

@@ -22,8 +22,16 @@ class Embedder:
         import torch
         from sentence_transformers import SentenceTransformer
 
+        from ...engines import start_model
+
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = SentenceTransformer(config.path, device=device, local_files_only=True)
+        self.model = start_model(
+            "embedder",
+            "sentence-transformers",
+            config.path,
+            lambda: SentenceTransformer(config.path, device=device, local_files_only=True),
+            config.start_timeout_s,
+        )
         if config.max_seq_length:
             self.model.max_seq_length = config.max_seq_length
         self.model_name = config.name

@@ -257,7 +257,12 @@ class JudgeTagger:
         from ...engines import load_engine
 
         settings = engine_settings(
-            config.engine, config, config, seed, max_num_seqs=config.max_num_seqs
+            config.engine,
+            config,
+            config,
+            seed,
+            max_num_seqs=config.max_num_seqs,
+            start_timeout_s=config.start_timeout_s,
         )
         self.engine = load_engine(settings, "judge")
         self.engines = {engine_name("judge", settings): self.engine}

@@ -30,6 +30,7 @@ from ...columns import MESSAGE, set_columns
 from ...config import RewardConfig
 from ...conversations import pair_messages, to_messages
 from ...engines.base import resolve_dtype
+from ..actor_pools import engine_death_exits, exit_if_engine_died
 from .spec import Tagger
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ class RewardScorer:
         self.max_length = fitted_max_length(max_length, self.model.config)
         self.micro_batch_size = micro_batch_size
         self.max_batch_tokens = max_batch_tokens
+        self.kind, self.path, self.failure = "hf", path, None  # in this process: never dead
         self.oom_splits = 0  # micro-batches split in two after running out of device memory
 
     def render(self, messages: list[dict[str, str]]) -> str:
@@ -209,12 +211,16 @@ class RewardScorer:
 
 
 class VLLMRewardScorer:
-    """The same model on vLLM's pooling runner: one `classify` call per batch of chats."""
+    """The same model on vLLM's pooling runner: one `classify` call per batch of chats.
+
+    Its engine dying (`EngineDeadError`; a core in its own process that is gone) sets `failure`
+    and ends the actor's process (`exit_if_engine_died`), even while a `classify` waits."""
 
     def __init__(
         self,
         path: str,
         max_length: int,
+        key: str = "reward",
         dtype: str = "auto",
         trust_remote_code: bool = False,
         kv_cache_gib: float | None = None,
@@ -225,7 +231,7 @@ class VLLMRewardScorer:
         from transformers import AutoConfig, AutoTokenizer
         from vllm import LLM
 
-        from ...engines.vllm_engine import quiet_loading
+        from ...engines.vllm_engine import quiet_loading, watch_core
 
         on_gpu = torch.cuda.is_available()
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -245,6 +251,13 @@ class VLLMRewardScorer:
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * (1 << 30))
         self.llm = LLM(**(kwargs | quiet_loading() | dict(extra_kwargs or {})))
         self.max_length = max_length
+        self.kind, self.path, self.failure = "vllm", path, None
+        self.name = f"{key} (vllm, {path})"
+        watch_core(self.llm.llm_engine, self._died, lambda: False)
+
+    def _died(self, err: BaseException) -> None:
+        self.failure = err
+        exit_if_engine_died({self.name: self})
 
     def render(self, messages: list[dict[str, str]]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False)
@@ -264,18 +277,26 @@ class VLLMRewardScorer:
             )
             for messages in conversations
         ]
-        outputs = self.llm.classify(
-            prompts, pooling_params=PoolingParams(use_activation=False), use_tqdm=False
-        )
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        try:
+            outputs = self.llm.classify(
+                prompts, pooling_params=PoolingParams(use_activation=False), use_tqdm=False
+            )
+        except EngineDeadError as err:
+            self.failure = err
+            raise
         return [float(out.outputs.probs[0]) for out in outputs]
 
 
-def load_scorer(config: RewardConfig):
-    """The reward model of `config` on its engine (transformers micro-batches or vLLM pooling)."""
+def load_scorer(config: RewardConfig, key: str = "reward"):
+    """The reward model of `config` (at config key `key`) on its engine (transformers
+    micro-batches or vLLM pooling)."""
     if config.engine == "vllm":
         return VLLMRewardScorer(
             config.path,
             config.max_length,
+            key,
             dtype=config.dtype,
             trust_remote_code=config.trust_remote_code,
             kv_cache_gib=config.kv_cache_gib,
@@ -301,16 +322,36 @@ class RewardTagger:
     """Ray Data actor: the reward model loaded once; `__call__` adds the reward columns."""
 
     def __init__(self, config: RewardConfig, seed: int = 0):
-        self.scorer = load_scorer(config)
+        from ...engines import start_model
+
+        def start(key: str, model) -> RewardScorer | VLLMRewardScorer:
+            return start_model(
+                key,
+                str(model.engine),
+                model.path,
+                lambda: load_scorer(model, key),
+                config.start_timeout_s,
+                "reward.start_timeout_s",
+            )
+
+        self.scorer = start("reward", config)
         self.model_name = config.recorded_name
         self.min_margin = config.preference_min_margin
         pref = config.preference
         if pref.path is None or pref.path == config.path:  # one model scores everything
             self.pref_scorer, self.pref_name = self.scorer, self.model_name
         else:
-            self.pref_scorer, self.pref_name = load_scorer(pref), pref.name or pref.path
+            self.pref_scorer = start("reward.preference", pref)
+            self.pref_name = pref.name or pref.path
+        # A dead vLLM pooling engine takes this actor with it (Ray restarts it, retries the call).
+        self.engines = {"reward": self.scorer, "reward.preference": self.pref_scorer}
+        self.engines = {f"{k} ({s.kind}, {s.path})": s for k, s in self.engines.items()}
 
     def __call__(self, batch):
+        with engine_death_exits(self.engines):
+            return self._tag(batch)
+
+    def _tag(self, batch):
         rows = batch.select(
             [
                 c

@@ -91,7 +91,12 @@ class SafetyTagger:
         from ...engines import load_engine
 
         settings = engine_settings(
-            config.engine, config, config, seed, max_num_seqs=config.max_num_seqs
+            config.engine,
+            config,
+            config,
+            seed,
+            max_num_seqs=config.max_num_seqs,
+            start_timeout_s=config.start_timeout_s,
         )
         self.engine = load_engine(settings, "guard")
         self.engines = {engine_name("guard", settings): self.engine}
