@@ -45,6 +45,9 @@ class ModelConfig(ModelFields):
     family: str = "smollm2"  # a YAML in magpie_ray/templates/
     max_model_len: int = 4096
     tensor_parallel_size: int = 1
+    # Pipeline stages of one engine, across nodes: > 1 runs vLLM's `ray` executor, each engine
+    # actor in a placement group of its own (tensor x pipeline GPUs, packed node by node).
+    pipeline_parallel_size: int = 1
 
 
 @dataclass
@@ -217,7 +220,9 @@ class ClusterConfig:
     # its longest response the others keep the engine full.
     batches_in_flight: int = 4
     cpus_per_actor: float = 1.0
-    gpus_per_actor: float = 0.0  # >= tensor_parallel_size on GPU clusters
+    # GPUs of one engine actor: >= tensor_parallel_size on GPU clusters; with
+    # model.pipeline_parallel_size > 1, exactly tensor x pipeline (its placement group's).
+    gpus_per_actor: float = 0.0
     actor_env: dict[str, str] = field(default_factory=dict)  # env vars of engine actors
     check_resources: bool = True  # fail at start when the pool cannot fit the cluster
     # Consecutive deaths of engine or tagger actors while they start (a node lost while a

@@ -217,3 +217,37 @@ class PidStamper:
 
         time.sleep(self.delay_s)
         return batch.append_column("pid", pa.array([os.getpid()] * batch.num_rows, pa.int64()))
+
+
+class PlacementProbe:
+    """Ray Data actor for placement tests (in the package: Ray workers import it): each call
+    reports the node it runs on, its placement group's bundle -> node map, and the placement
+    group and node of a one-GPU task it starts, as vLLM's ray executor starts its workers."""
+
+    def __call__(self, batch):
+        import json
+
+        import pyarrow as pa
+        import ray
+        from ray.util import get_current_placement_group, placement_group_table
+
+        group = get_current_placement_group()
+        bundles = placement_group_table(group)["bundles_to_node_id"] if group else {}
+        task = ray.remote(_where_a_gpu_task_runs).options(num_gpus=1, num_cpus=0)
+        child = ray.get(task.remote())
+        report = {
+            "actor_node": ray.get_runtime_context().get_node_id(),
+            "group": group.id.hex() if group else None,
+            "bundle_nodes": [bundles[i] for i in sorted(bundles)],
+            "child_group": child[0],
+            "child_node": child[1],
+        }
+        return pa.table({"report": [json.dumps(report)] * batch.num_rows})
+
+
+def _where_a_gpu_task_runs() -> tuple[str | None, str]:
+    import ray
+    from ray.util import get_current_placement_group
+
+    group = get_current_placement_group()
+    return (group.id.hex() if group else None), ray.get_runtime_context().get_node_id()

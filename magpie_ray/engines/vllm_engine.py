@@ -55,6 +55,11 @@ def llm_kwargs(settings: EngineSettings, on_gpu: bool) -> dict:
         # prefill is split across steps; whole-prompt prefills avoid it.
         kwargs["enable_chunked_prefill"] = False
         kwargs["max_num_batched_tokens"] = max(settings.max_model_len, 8192)
+    if settings.pipeline_parallel_size > 1:
+        # Stages on several nodes: vLLM's Ray workers, in the placement group the engine actor
+        # was scheduled in (steps/actor_pools.engine_placement).
+        kwargs["pipeline_parallel_size"] = settings.pipeline_parallel_size
+        kwargs["distributed_executor_backend"] = "ray"
     if settings.kv_cache_gib is not None:
         kwargs["kv_cache_memory_bytes"] = int(settings.kv_cache_gib * _GIB)
     kwargs.update(quiet_loading())

@@ -30,6 +30,7 @@ OVERLAYS = {
     "deploy/kuberay/overlays/generate-1node-8gpu",
     "deploy/kuberay/overlays/cpu-dev",
     "deploy/kuberay/overlays/autoscaling-gpu",
+    "deploy/kuberay/overlays/generate-2node-16gpu-405b",
 }
 
 
@@ -241,6 +242,9 @@ def test_entrypoint_composes_and_its_actor_pool_fits_the_cluster(doc):
     if m.ray_resources(doc)["GPU"]:
         assert cfg.cluster.gpus_per_actor >= cfg.model.tensor_parallel_size >= 1
         assert cfg.engine.kind == "vllm"
+        m_ = cfg.model
+        if m_.pipeline_parallel_size > 1:
+            assert cfg.cluster.gpus_per_actor == m_.tensor_parallel_size * m_.pipeline_parallel_size
 
 
 def test_the_8_gpu_run_uses_every_gpu_with_one_engine_per_gpu():
@@ -249,6 +253,19 @@ def test_the_8_gpu_run_uses_every_gpu_with_one_engine_per_gpu():
     actors_gpus = cfg.cluster.num_actors * cfg.cluster.gpus_per_actor
     assert actors_gpus == m.ray_resources(job)["GPU"] == 8
     assert cfg.run_name == "magpie-air" and cfg.generate.num_samples == 1_000_000
+
+
+def test_the_405b_run_is_one_engine_over_two_8_gpu_nodes():
+    """Tensor parallel inside a node, pipeline parallel across nodes: 8 x 2 = every GPU."""
+    (job,) = RENDERED["deploy/kuberay/overlays/generate-2node-16gpu-405b"]
+    (workers,) = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    per_pod = m.group_resources(workers)["GPU"]
+    assert workers["replicas"] == workers["minReplicas"] == workers["maxReplicas"] == 2
+    cfg = compose_entrypoint(job["spec"]["entrypoint"])
+    assert "405B" in cfg.model.path and cfg.engine.kind == "vllm"
+    assert (cfg.model.tensor_parallel_size, cfg.model.pipeline_parallel_size) == (per_pod, 2)
+    assert cfg.cluster.num_actors == 1
+    assert cfg.cluster.gpus_per_actor == m.ray_resources(job)["GPU"] == 2 * per_pod == 16
 
 
 def test_the_autoscaling_cluster_starts_the_pool_on_its_first_node_and_grows_it_to_every_gpu():

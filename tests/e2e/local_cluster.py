@@ -126,8 +126,12 @@ def _node_ports() -> list[str]:
     ]
 
 
-def _resource_flags(num_cpus: int, resources: dict[str, float] | None) -> list[str]:
+def _resource_flags(
+    num_cpus: int, resources: dict[str, float] | None, num_gpus: int = 0
+) -> list[str]:
     flags = [f"--num-cpus={num_cpus}", f"--object-store-memory={512 * 1024**2}"]
+    if num_gpus:
+        flags.append(f"--num-gpus={num_gpus}")  # advertised only: placement tests on CPUs
     if resources:
         flags.append(f"--resources={json.dumps(resources)}")
     return flags
@@ -151,6 +155,7 @@ def start_head(
     resources: dict[str, float] | None = None,
     extra_env: dict[str, str] | None = None,
     auth_token: str | None = None,
+    num_gpus: int = 0,
 ) -> Cluster:
     """`ray start --head` with its own temp dir and ports; `extra_env` reaches every process of
     the cluster, jobs included; with `auth_token`, in token-auth mode with that token. Stop it
@@ -176,7 +181,7 @@ def start_head(
                 f"--ray-client-server-port={client}",
                 *node_ports,
                 f"--temp-dir={temp_dir}",
-                *_resource_flags(num_cpus, resources),
+                *_resource_flags(num_cpus, resources, num_gpus),
                 "--include-dashboard=true",
             ],
             cluster.env,
@@ -192,7 +197,11 @@ def start_head(
 
 
 def start_worker(
-    cluster: Cluster, name: str, num_cpus: int = 2, resources: dict[str, float] | None = None
+    cluster: Cluster,
+    name: str,
+    num_cpus: int = 2,
+    resources: dict[str, float] | None = None,
+    num_gpus: int = 0,
 ) -> None:
     """A second Ray node on this machine: `ray start --address` with its own temp dir (under
     the head's) and its own ports."""
@@ -203,7 +212,7 @@ def start_worker(
             f"--address={cluster.gcs_address}",
             *_node_ports(),
             f"--temp-dir={temp_dir}",
-            *_resource_flags(num_cpus, resources),
+            *_resource_flags(num_cpus, resources, num_gpus),
         ],
         cluster.env,
     )

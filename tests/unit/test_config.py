@@ -453,3 +453,84 @@ def test_quiet_actors_turn_off_vllms_own_loading_bar(monkeypatch):
     mine = _compose("+engine.extra_kwargs.use_tqdm_on_load=true")
     settings = engine_settings(mine.engine.kind, mine.model, mine.engine, 0)
     assert llm_kwargs(settings, on_gpu=False)["use_tqdm_on_load"] is True
+
+
+def test_pipeline_parallelism_runs_vllms_ray_executor_on_exactly_its_gpus():
+    """model.pipeline_parallel_size > 1: vLLM's ray executor with tensor x pipeline workers;
+    each engine actor's placement group is exactly those GPUs, so gpus_per_actor must say so."""
+    import dataclasses
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    from magpie_ray.engines.vllm_engine import llm_kwargs
+    from magpie_ray.steps.actor_pools import engine_settings
+
+    args = (
+        "model.tensor_parallel_size=8",
+        "model.pipeline_parallel_size=2",
+        "cluster.num_actors=1",
+        "engine.gpu_memory_utilization=0.9",
+    )
+    cfg = _compose(*args, "cluster.gpus_per_actor=16")
+    validate_static(cfg)
+    check_resources(cfg, {"CPU": 200, "GPU": 16})
+    with pytest.raises(ConfigError, match=r"GPU: needs 16, cluster has 8"):
+        check_resources(cfg, {"CPU": 200, "GPU": 8})
+    kwargs = llm_kwargs(engine_settings(cfg.engine.kind, cfg.model, cfg.engine, 0), on_gpu=True)
+    assert (kwargs["tensor_parallel_size"], kwargs["pipeline_parallel_size"]) == (8, 2)
+    assert kwargs["distributed_executor_backend"] == "ray"
+    assert {"pipeline_parallel_size", "distributed_executor_backend"} <= {
+        f.name for f in dataclasses.fields(EngineArgs)
+    }
+    one_stage = _compose("model.tensor_parallel_size=8", "cluster.gpus_per_actor=8")
+    settings = engine_settings(one_stage.engine.kind, one_stage.model, one_stage.engine, 0)
+    assert "distributed_executor_backend" not in llm_kwargs(settings, on_gpu=True)
+
+    with pytest.raises(ConfigError) as err:
+        validate_static(_compose(*args, "cluster.gpus_per_actor=8"))
+    assert "cluster.gpus_per_actor=8 with model.tensor_parallel_size=8 x" in str(err.value)
+    assert "set it to 16" in str(err.value)
+    with pytest.raises(ConfigError, match="needs engine.kind=vllm"):
+        validate_static(_compose(*args, "cluster.gpus_per_actor=16", "engine=hf"))
+    with pytest.raises(ConfigError, match="set it with its own config key"):
+        validate_static(_compose("+engine.extra_kwargs.pipeline_parallel_size=2"))
+
+
+def test_an_engine_pool_makes_at_most_one_placement_group_per_actor(monkeypatch):
+    """Ray Data may ask for more actors than the pool holds at once (replacements): they reuse
+    the pool's groups in turn instead of holding GPUs no actor uses; a pass's end removes them."""
+    import sys
+
+    import ray.util
+    import ray.util.placement_group
+
+    from magpie_ray.steps import actor_pools
+
+    pg_module = sys.modules["ray.util.placement_group"]  # ray.util's name is the function
+
+    made, removed = [], []
+
+    class Group:
+        def __init__(self, bundles, strategy):
+            self.bundles, self.strategy = bundles, strategy
+            made.append(self)
+
+    monkeypatch.setattr(pg_module, "placement_group", Group)
+    monkeypatch.setattr(ray.util, "remove_placement_group", removed.append)
+    monkeypatch.setattr(
+        "ray.util.scheduling_strategies.PlacementGroupSchedulingStrategy",
+        lambda group, placement_group_capture_child_tasks: (
+            group,
+            placement_group_capture_child_tasks,
+        ),
+    )
+    bundles = actor_pools.engine_placement(4, 2.0, {"engine_slot": 1})
+    assert bundles == [{"GPU": 1.0, "CPU": 2.0, "engine_slot": 1}] + [{"GPU": 1.0}] * 3
+    groups = actor_pools.PlacementGroups(bundles, limit=2)
+    given = [groups()["scheduling_strategy"] for _ in range(5)]
+    assert len(made) == 2 and all(g.strategy == "PACK" and g.bundles == bundles for g in made)
+    assert [g for g, _ in given] == [made[0], made[1], made[0], made[1], made[0]]
+    assert all(capture for _, capture in given), "vLLM's workers must land in the group"
+    with actor_pools.engine_failures():
+        pass
+    assert sorted(map(id, removed)) == sorted(map(id, made))

@@ -30,6 +30,7 @@ from ..actor_pools import (
     engine_death_exits,
     engine_failures,
     engine_name,
+    engine_placement,
     engine_settings,
     map_with_actors,
     set_actor_start_retries,
@@ -402,5 +403,10 @@ def generate_stage(cfg, rows: list[dict], first: bool, sink=None):
         num_gpus=cl.gpus_per_actor,
         first_pass=first,
         resources=cl.actor_resources,
+        placement=(
+            engine_placement(int(cl.gpus_per_actor), cl.cpus_per_actor, cl.actor_resources)
+            if cfg.model.pipeline_parallel_size > 1
+            else None
+        ),
         env=console.actor_env(cfg.quiet, cl.actor_env),
     )
