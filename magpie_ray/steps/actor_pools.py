@@ -122,6 +122,24 @@ def engine_settings(
     )
 
 
+def load_tagger_engine(key: str, config, seed: int) -> tuple[Engine, dict[str, Engine]]:
+    """The engine of a generative tagging model (guard, judge: an `LMTaggerConfig` at config
+    key `key`), started within its `start_timeout_s`, and the {name: engine} map that
+    `engine_death_exits` watches."""
+    from ..engines import load_engine
+
+    settings = engine_settings(
+        config.engine,
+        config,
+        config,
+        seed,
+        max_num_seqs=config.max_num_seqs,
+        start_timeout_s=config.start_timeout_s,
+    )
+    engine = load_engine(settings, key)
+    return engine, {engine_name(key, settings): engine}
+
+
 def set_actor_start_retries(retries: int) -> None:
     """Actors that die while they start are replaced this many times in a row (Ray Data's own
     default fails the run at the first)."""

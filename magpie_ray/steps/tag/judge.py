@@ -25,7 +25,7 @@ from ...config import JudgeConfig, JudgeTask
 from ...engines.base import SamplingSpec
 from ...engines.tokens import chat_prompt_ids
 from ...labels import DIFFICULTY_LABELS, QUALITY_LABELS, TASK_CATEGORIES
-from ..actor_pools import engine_death_exits, engine_name, engine_settings
+from ..actor_pools import engine_death_exits, load_tagger_engine
 from .spec import Tagger
 
 TASKS = tuple(t.value for t in JudgeTask)
@@ -254,18 +254,7 @@ class JudgeTagger:
     """Ray Data actor: the judge LLM loaded once; `__call__` adds the judge columns to a batch."""
 
     def __init__(self, config: JudgeConfig, seed: int = 0):
-        from ...engines import load_engine
-
-        settings = engine_settings(
-            config.engine,
-            config,
-            config,
-            seed,
-            max_num_seqs=config.max_num_seqs,
-            start_timeout_s=config.start_timeout_s,
-        )
-        self.engine = load_engine(settings, "judge")
-        self.engines = {engine_name("judge", settings): self.engine}
+        self.engine, self.engines = load_tagger_engine("judge", config, seed)
         self.model_name = config.recorded_name
         self.tasks = tuple(str(t) for t in config.tasks)
         self.max_tokens = config.max_tokens

@@ -22,7 +22,7 @@ from ...config import GuardConfig
 from ...conversations import pair_messages
 from ...engines.base import SamplingSpec
 from ...engines.tokens import chat_prompt_ids
-from ..actor_pools import engine_death_exits, engine_name, engine_settings
+from ..actor_pools import engine_death_exits, load_tagger_engine
 from .spec import Tagger
 
 COLUMNS = {
@@ -88,18 +88,7 @@ class SafetyTagger:
     """Ray Data actor: the guard model loaded once; `__call__` adds the safety columns."""
 
     def __init__(self, config: GuardConfig, seed: int = 0):
-        from ...engines import load_engine
-
-        settings = engine_settings(
-            config.engine,
-            config,
-            config,
-            seed,
-            max_num_seqs=config.max_num_seqs,
-            start_timeout_s=config.start_timeout_s,
-        )
-        self.engine = load_engine(settings, "guard")
-        self.engines = {engine_name("guard", settings): self.engine}
+        self.engine, self.engines = load_tagger_engine("guard", config, seed)
         self.model_name = config.recorded_name
         self.use_chat_template = config.use_chat_template
         self.spec = SamplingSpec(
