@@ -344,8 +344,8 @@ class RewardTagger:
             self.pref_scorer = start("reward.preference", pref)
             self.pref_name = pref.name or pref.path
         # A dead vLLM pooling engine takes this actor with it (Ray restarts it, retries the call).
-        self.engines = {"reward": self.scorer, "reward.preference": self.pref_scorer}
-        self.engines = {f"{k} ({s.kind}, {s.path})": s for k, s in self.engines.items()}
+        scorers = {"reward": self.scorer, "reward.preference": self.pref_scorer}
+        self.engines = {f"{k} ({s.kind}, {s.path})": s for k, s in scorers.items()}
 
     def __call__(self, batch):
         with engine_death_exits(self.engines):
