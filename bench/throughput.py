@@ -5,6 +5,8 @@ One invocation, one machine, one engine (vLLM), one model, the same rows for eve
   a  raw engine       one LLM.generate over every instruction, then one over every response
   b  reference loop   batches of 128 rows, each waiting for its longest response (magpie-align)
   c  our pipeline     generate.run_step on a local Ray: engine actors, rows streaming, part files
+  a2 (--scaling)      two raw engines side by side, each in a process of its own over half the
+                      rows: the machine's own 2-engine scaling, the ceiling of c's 2 actors / 1
 
 Workloads: `longtail` (the tiny chat model with its own 512-token vocabulary, so that a decode
 step's fixed cost dominates as on a GPU; per-row response lengths from a heavy-tailed
@@ -142,30 +144,25 @@ def _on_gpu() -> bool:
     return torch.cuda.is_available()
 
 
-def run_direct(cfg, rows, batch: int | None) -> dict:
-    """Variants a (batch=None: everything at once) and b (batches of `batch`), in-process.
-
-    vLLM: `vllm.LLM` with the pipeline's engine arguments. HF: this project's HF engine, the only
-    HF generation loop there is (micro-batches of `engine.hf_batch_size` waiting requests)."""
-    family = templates.load_family(cfg.model.family)
-    tokenizer = load_tokenizer(cfg.model.path)
-    started = time.perf_counter()
-    settings = generate.settings_from(cfg).engine
+def _load_direct(settings):
+    """The raw engine and the function that runs it: `vllm.LLM` with the pipeline's engine
+    arguments; HF: this project's HF engine, the only HF generation loop there is
+    (micro-batches of `engine.hf_batch_size` waiting requests)."""
     if settings.kind == "vllm":
         from vllm import LLM
 
-        # The same engine arguments as the pipeline's engine actors.
-        llm = LLM(**llm_kwargs(settings, on_gpu=_on_gpu()))
-        run = _llm_generate
-    else:
-        from magpie_ray.engines import load_engine
+        return LLM(**llm_kwargs(settings, on_gpu=_on_gpu())), _llm_generate
+    from magpie_ray.engines import load_engine
 
-        llm = load_engine(settings)
-        run = _engine_generate
-    load_seconds = time.perf_counter() - started
+    return load_engine(settings), _engine_generate
+
+
+def _generate_direct(llm, run, cfg, rows, batch: int | None) -> tuple[int, int]:
+    """Instructions, then responses, `batch` rows at a time (None: all at once): (tokens, pairs)."""
+    family = templates.load_family(cfg.model.family)
+    tokenizer = load_tokenizer(cfg.model.path)
     pre_query = encode(tokenizer, templates.render_pre_query(family))
     tokens = kept = 0
-    started = time.perf_counter()
     for start in range(0, len(rows), batch or len(rows)):
         part = rows[start : start + (batch or len(rows))]
         inst = run(llm, [pre_query] * len(part), _instruction_specs(cfg, part, family, tokenizer))
@@ -181,12 +178,61 @@ def run_direct(cfg, rows, batch: int | None) -> dict:
         )
         tokens += sum(n for _, n, _ in resp)
         kept += len(resp)
+    return tokens, kept
+
+
+def run_direct(cfg, rows, batch: int | None) -> dict:
+    """Variants a (batch=None: everything at once) and b (batches of `batch`), in-process."""
+    settings = generate.settings_from(cfg).engine
+    started = time.perf_counter()
+    llm, run = _load_direct(settings)
+    load_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    tokens, kept = _generate_direct(llm, run, cfg, rows, batch)
     seconds = time.perf_counter() - started
     if settings.kind != "vllm":
         llm.close()
     del llm
     gc.collect()
     return {"tokens": tokens, "pairs": kept, "seconds": seconds, "load_seconds": load_seconds}
+
+
+def _raw_engine_process(cfg, rows, barrier, results) -> None:
+    """One of the side-by-side raw engines: load, wait for the others, generate `rows`."""
+    settings = generate.settings_from(cfg).engine
+    started = time.perf_counter()
+    llm, run = _load_direct(settings)
+    load_seconds = time.perf_counter() - started
+    barrier.wait()
+    began = time.time()
+    tokens, kept = _generate_direct(llm, run, cfg, rows, None)
+    results.put((began, time.time(), tokens, kept, load_seconds))
+
+
+def run_raw_side_by_side(cfg, rows, engines: int) -> dict:
+    """Variant a2: `engines` raw engines in processes of their own, each over every
+    `engines`-th row, started together once all are loaded: the machine's own scaling, which
+    the pipeline's 2 actors / 1 actor is read against (both engines compete for the same
+    cores, memory and caches as the two engine actors do)."""
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    barrier, results = spawn.Barrier(engines), spawn.Queue()
+    procs = [
+        spawn.Process(target=_raw_engine_process, args=(cfg, rows[i::engines], barrier, results))
+        for i in range(engines)
+    ]
+    for proc in procs:
+        proc.start()
+    done = [results.get() for _ in procs]
+    for proc in procs:
+        proc.join()
+    return {
+        "tokens": sum(d[2] for d in done),
+        "pairs": sum(d[3] for d in done),
+        "seconds": max(d[1] for d in done) - min(d[0] for d in done),
+        "load_seconds": max(d[4] for d in done),
+    }
 
 
 def run_pipeline(cfg, rows, actors: int) -> dict:
@@ -242,7 +288,12 @@ def main() -> None:
     )
     parser.add_argument("--batch-size", type=int, help="rows per pipeline batch (c only)")
     parser.add_argument("--in-flight", type=int, default=4, help="batches per actor (c only)")
-    parser.add_argument("--scaling", action="store_true", help="also run c with 2 actors")
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="also run c with 2 actors, and a2: two raw engines side by side (the machine's "
+        "own 2-engine scaling, for reading c's 2 actors / 1 actor)",
+    )
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
     args = parser.parse_args()
 
@@ -256,6 +307,8 @@ def main() -> None:
     results = {}
     if "a" in args.variants:
         results["a_raw_engine"] = run_direct(cfg, rows, batch=None)
+        if args.scaling and args.engine == "vllm":
+            results["a2_raw_engines_x2"] = run_raw_side_by_side(cfg, rows, engines=2)
     if "b" in args.variants:
         results["b_reference_loop"] = run_direct(cfg, rows, batch=REFERENCE_BATCH)
     if "c" in args.variants:
@@ -270,6 +323,7 @@ def main() -> None:
         ("c/b", "c_pipeline_1_actor", "b_reference_loop"),
         ("a/b", "a_raw_engine", "b_reference_loop"),
         ("2 actors / 1 actor", "c_pipeline_2_actors", "c_pipeline_1_actor"),
+        ("raw: 2 engines / 1", "a2_raw_engines_x2", "a_raw_engine"),
     ]
     ratios = {name: rate[x] / rate[y] for name, x, y in pairs if x in rate and y in rate}
 
