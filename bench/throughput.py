@@ -7,6 +7,7 @@ One invocation, one machine, one engine (vLLM), one model, the same rows for eve
   c  our pipeline     generate.run_step on a local Ray: engine actors, rows streaming, part files
   a2 (--scaling)      two raw engines side by side, each in a process of its own over half the
                       rows: the machine's own 2-engine scaling, the ceiling of c's 2 actors / 1
+                      (CPU only: both engines would share the one GPU)
 
 Workloads: `longtail` (the tiny chat model with its own 512-token vocabulary, so that a decode
 step's fixed cost dominates as on a GPU; per-row response lengths from a heavy-tailed
@@ -307,7 +308,7 @@ def main() -> None:
     results = {}
     if "a" in args.variants:
         results["a_raw_engine"] = run_direct(cfg, rows, batch=None)
-        if args.scaling and args.engine == "vllm":
+        if args.scaling and args.engine == "vllm" and not _on_gpu():  # two engines, one device
             results["a2_raw_engines_x2"] = run_raw_side_by_side(cfg, rows, engines=2)
     if "b" in args.variants:
         results["b_reference_loop"] = run_direct(cfg, rows, batch=REFERENCE_BATCH)
