@@ -11,6 +11,8 @@ The same `vllm.LLM` object and the long-tail workload of `throughput.py`, three 
 For each run: wall seconds, engine steps, and the CPU and wall seconds spent inside
 `LLMEngine.step` (time.thread_time / perf_counter around every call), so that a slower run
 says whether its steps cost more CPU (the engine's work) or waited (the GIL, the feeding).
+With `--parts`, the CPU seconds of the step's parts too (vLLM's scheduler, input-batch updates,
+model forward, sampler, output processing), each timed around its own calls.
 
     .venv/bin/python bench/step_overhead.py --reps 3 --json bench/results/step-overhead.json
 """
@@ -64,6 +66,46 @@ class StepClock:
         self.steps = 0
 
 
+class PartClock:
+    """CPU seconds inside some of vLLM's own methods, each timed around its calls (nested parts
+    count in their callers too): where a step's CPU goes, without a sampling profiler."""
+
+    def __init__(self, llm_engine) -> None:
+        core = llm_engine.engine_core.engine_core  # in-process core only
+        runner = core.model_executor.driver_worker.worker.model_runner
+        self.cpu: dict[str, float] = {}
+        for name, owner, attr in [
+            ("add_request", llm_engine, "add_request"),
+            ("schedule", core.scheduler, "schedule"),
+            ("update_from_output", core.scheduler, "update_from_output"),
+            ("execute_model", runner, "execute_model"),
+            ("  update_states", runner, "_update_states"),
+            ("  prepare_inputs", runner, "_prepare_inputs"),
+            ("  model forward", runner.model, "forward"),
+            ("  compute_logits", runner.model, "compute_logits"),
+            ("sample_tokens", runner, "sample_tokens"),
+            ("  sampler", runner.sampler, "forward"),
+            ("process_outputs", llm_engine.output_processor, "process_outputs"),
+        ]:
+            self._wrap(name, owner, attr)
+
+    def _wrap(self, name: str, owner, attr: str) -> None:
+        inner = getattr(owner, attr)
+        self.cpu[name] = 0.0
+
+        def timed(*args, **kwargs):
+            cpu = time.thread_time()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.cpu[name] += time.thread_time() - cpu
+
+        setattr(owner, attr, timed)
+
+    def reset(self) -> None:
+        self.cpu = dict.fromkeys(self.cpu, 0.0)
+
+
 def run_rows(engine, cfg, rows, batch: int | None, in_flight: int) -> int:
     """Every row through a RowPool on `engine`: at once (batch None), or in calls of `batch`
     rows with `in_flight` calls waiting at a time, as Ray Data calls an engine actor."""
@@ -106,12 +148,14 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--in-flight", type=int, default=4)
+    parser.add_argument("--parts", action="store_true", help="also time the step's parts")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
     cfg, rows = throughput.workload("longtail", args.pairs, 0, 512)
     engine = VLLMEngine(throughput.generate.settings_from(cfg).engine)
     clock = StepClock(engine.llm.llm_engine)
+    parts = PartClock(engine.llm.llm_engine) if args.parts else None
     variants = {
         "a": lambda: throughput._generate_direct(
             engine.llm, throughput._llm_generate, cfg, rows, None
@@ -123,6 +167,8 @@ def main() -> None:
     for rep in range(args.reps):
         for name, run in variants.items():
             clock.reset()
+            if parts is not None:
+                parts.reset()
             started = time.perf_counter()
             tokens = run()
             seconds = time.perf_counter() - started
@@ -134,6 +180,7 @@ def main() -> None:
                     "step_cpu_s": clock.cpu,
                     "step_wall_s": clock.wall,
                 }
+                | ({f"cpu {k.strip()}": v for k, v in parts.cpu.items()} if parts else {})
             )
             print(
                 f"rep {rep} {name:<3} {tokens} tokens {seconds:6.1f} s {tokens / seconds:7.0f} "
@@ -142,6 +189,8 @@ def main() -> None:
                 "per step)",
                 flush=True,
             )
+            if parts is not None:
+                print("      " + "  ".join(f"{k.strip()} {v:.2f}" for k, v in parts.cpu.items()))
     engine.close()
     medians = {
         name: {key: statistics.median(r[key] for r in rs) for key in rs[0]}
@@ -154,6 +203,8 @@ def main() -> None:
             f"{name:<3} {m['seconds']:6.1f} s  /a {ratio:.2f}  steps {m['steps']:.0f}  "
             f"step cpu {1000 * m['step_cpu_s'] / m['steps']:.1f} ms"
         )
+        if parts is not None:
+            print("    " + "  ".join(f"{k[4:]} {v:.2f}" for k, v in m.items() if k[:4] == "cpu "))
     if args.json:
         args.json.write_text(
             json.dumps({"pairs": args.pairs, "runs": runs, "medians": medians}, indent=2)

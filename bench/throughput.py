@@ -9,6 +9,10 @@ One invocation, one machine, one engine (vLLM), one model, the same rows for eve
                       rows: the machine's own 2-engine scaling, the ceiling of c's 2 actors / 1
                       (CPU only: both engines would share the one GPU)
 
+`--core process` runs every variant with vLLM's engine core in a process of its own
+(VLLM_ENABLE_V1_MULTIPROCESSING=1, vLLM's default and what GPU runs use); the default `thread`
+keeps it in the engine's process, this project's CPU setting (a 2-second start).
+
 Workloads: `longtail` (the tiny chat model with its own 512-token vocabulary, so that a decode
 step's fixed cost dominates as on a GPU; per-row response lengths from a heavy-tailed
 distribution, EOS ignored, so every variant produces exactly the same number of tokens) and
@@ -158,6 +162,17 @@ def _load_direct(settings):
     return load_engine(settings), _engine_generate
 
 
+def _close_direct(llm, settings) -> None:
+    """Stop a raw engine: the HF engine's thread, or vLLM's engine core (with `--core process`
+    a child process, which a spawned variant's exit would otherwise wait for forever)."""
+    if settings.kind != "vllm":
+        llm.close()
+        return
+    core = getattr(llm.llm_engine, "engine_core", None)
+    if core is not None:
+        core.shutdown()
+
+
 def _generate_direct(llm, run, cfg, rows, batch: int | None) -> tuple[int, int]:
     """Instructions, then responses, `batch` rows at a time (None: all at once): (tokens, pairs)."""
     family = templates.load_family(cfg.model.family)
@@ -191,8 +206,7 @@ def run_direct(cfg, rows, batch: int | None) -> dict:
     started = time.perf_counter()
     tokens, kept = _generate_direct(llm, run, cfg, rows, batch)
     seconds = time.perf_counter() - started
-    if settings.kind != "vllm":
-        llm.close()
+    _close_direct(llm, settings)
     del llm
     gc.collect()
     return {"tokens": tokens, "pairs": kept, "seconds": seconds, "load_seconds": load_seconds}
@@ -208,6 +222,7 @@ def _raw_engine_process(cfg, rows, barrier, results) -> None:
     began = time.time()
     tokens, kept = _generate_direct(llm, run, cfg, rows, None)
     results.put((began, time.time(), tokens, kept, load_seconds))
+    _close_direct(llm, settings)
 
 
 def run_raw_side_by_side(cfg, rows, engines: int) -> dict:
@@ -236,7 +251,7 @@ def run_raw_side_by_side(cfg, rows, engines: int) -> dict:
     }
 
 
-def run_pipeline(cfg, rows, actors: int) -> dict:
+def run_pipeline(cfg, rows, actors: int, core: str = "thread") -> dict:
     """Variant c: the generate step on a local Ray, exactly as `python -m magpie_ray` runs it."""
     import ray
 
@@ -247,7 +262,10 @@ def run_pipeline(cfg, rows, actors: int) -> dict:
             cfg.cluster,
             num_actors=actors,
             gpus_per_actor=1 if gpu else 0,
-            actor_env={"OMP_NUM_THREADS": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"},
+            actor_env={
+                "OMP_NUM_THREADS": "1",
+                "VLLM_ENABLE_V1_MULTIPROCESSING": "1" if core == "process" else "0",
+            },
         ),
     )
     with tempfile.TemporaryDirectory(prefix="magpie-bench-") as out:
@@ -295,8 +313,17 @@ def main() -> None:
         help="also run c with 2 actors, and a2: two raw engines side by side (the machine's "
         "own 2-engine scaling, for reading c's 2 actors / 1 actor)",
     )
+    parser.add_argument(
+        "--core",
+        default="thread",
+        choices=["thread", "process"],
+        help="where vLLM's engine core runs, for every variant: in the engine's process "
+        "(thread, this project's CPU setting) or a process of its own (vLLM's default, GPUs)",
+    )
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
     args = parser.parse_args()
+    # Read by vLLM when an engine is built; no variant has imported vLLM yet.
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if args.core == "process" else "0"
 
     cfg, rows = workload(args.workload, args.pairs, args.seed, args.vocab or None)
     cfg = replace(
@@ -313,9 +340,9 @@ def main() -> None:
     if "b" in args.variants:
         results["b_reference_loop"] = run_direct(cfg, rows, batch=REFERENCE_BATCH)
     if "c" in args.variants:
-        results["c_pipeline_1_actor"] = run_pipeline(cfg, rows, actors=1)
+        results["c_pipeline_1_actor"] = run_pipeline(cfg, rows, actors=1, core=args.core)
         if args.scaling:
-            results["c_pipeline_2_actors"] = run_pipeline(cfg, rows, actors=2)
+            results["c_pipeline_2_actors"] = run_pipeline(cfg, rows, actors=2, core=args.core)
     for r in results.values():
         r["tok_per_s"] = r["tokens"] / r["seconds"]
     rate = {name: r["tok_per_s"] for name, r in results.items()}
@@ -332,7 +359,8 @@ def main() -> None:
         f"\nworkload={args.workload} vocab={args.vocab or 'smollm2'} pairs={args.pairs} "
         f"machine={platform.machine()} "
         f"cpus={os.cpu_count()} engine={args.engine} max_num_seqs={MAX_NUM_SEQS} gpu={_on_gpu()} "
-        f"pipeline batch_size={cfg.generate.batch_size} in_flight={args.in_flight}"
+        f"pipeline batch_size={cfg.generate.batch_size} in_flight={args.in_flight} "
+        f"core={args.core}"
     )
     print(f"{'variant':<22}{'pairs':>7}{'out tokens':>12}{'gen s':>9}{'tok/s':>9}{'start s':>9}")
     for name, r in results.items():
@@ -353,6 +381,7 @@ def main() -> None:
                     "pairs": args.pairs,
                     "batch_size": cfg.generate.batch_size,
                     "in_flight": args.in_flight,
+                    "core": args.core,
                     "results": results,
                     "ratios": ratios,
                 },
