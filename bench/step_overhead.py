@@ -149,10 +149,23 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--in-flight", type=int, default=4)
     parser.add_argument("--parts", action="store_true", help="also time the step's parts")
+    parser.add_argument(
+        "--shard", default="0/1", help="I/N: run every N-th row from row I (as throughput's a2)"
+    )
+    parser.add_argument("--variants", default="a,c0,cw", help="which to run, comma-separated")
+    parser.add_argument(
+        "--start-at",
+        type=float,
+        help="once loaded, wait for this Unix time before the first run (two instances side "
+        "by side, each over its own rows, start together: the engines then share the cores "
+        "as two engine actors do)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
     cfg, rows = throughput.workload("longtail", args.pairs, 0, 512)
+    index, count = (int(x) for x in args.shard.split("/"))
+    rows = rows[index::count]
     engine = VLLMEngine(throughput.generate.settings_from(cfg).engine)
     clock = StepClock(engine.llm.llm_engine)
     parts = PartClock(engine.llm.llm_engine) if args.parts else None
@@ -163,7 +176,10 @@ def main() -> None:
         "c0": lambda: run_rows(engine, cfg, rows, None, args.in_flight),
         "cw": lambda: run_rows(engine, cfg, rows, args.batch_size, args.in_flight),
     }
+    variants = {name: variants[name] for name in args.variants.split(",")}
     runs: dict[str, list[dict]] = {name: [] for name in variants}
+    if args.start_at is not None:
+        time.sleep(max(0.0, args.start_at - time.time()))
     for rep in range(args.reps):
         for name, run in variants.items():
             clock.reset()
@@ -198,7 +214,7 @@ def main() -> None:
     }
     print("\nmedians")
     for name, m in medians.items():
-        ratio = medians["a"]["seconds"] / m["seconds"]
+        ratio = medians["a"]["seconds"] / m["seconds"] if "a" in medians else float("nan")
         print(
             f"{name:<3} {m['seconds']:6.1f} s  /a {ratio:.2f}  steps {m['steps']:.0f}  "
             f"step cpu {1000 * m['step_cpu_s'] / m['steps']:.1f} ms"

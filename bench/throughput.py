@@ -251,6 +251,18 @@ def run_raw_side_by_side(cfg, rows, engines: int) -> dict:
     }
 
 
+def _core_env(core: str) -> dict[str, str]:
+    """Environment for vLLM's engine core in this process (thread) or its own (process).
+
+    A process core on CPU pins its worker's OpenMP threads to the cores it finds free
+    (VLLM_CPU_OMP_THREADS_BIND=auto), unaware of other engines on the machine: two engines'
+    workers land on the same core. `nobind` leaves placement to the OS, as the in-process
+    core does."""
+    if core == "process":
+        return {"VLLM_ENABLE_V1_MULTIPROCESSING": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    return {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+
 def run_pipeline(cfg, rows, actors: int, core: str = "thread") -> dict:
     """Variant c: the generate step on a local Ray, exactly as `python -m magpie_ray` runs it."""
     import ray
@@ -262,10 +274,7 @@ def run_pipeline(cfg, rows, actors: int, core: str = "thread") -> dict:
             cfg.cluster,
             num_actors=actors,
             gpus_per_actor=1 if gpu else 0,
-            actor_env={
-                "OMP_NUM_THREADS": "1",
-                "VLLM_ENABLE_V1_MULTIPROCESSING": "1" if core == "process" else "0",
-            },
+            actor_env={"OMP_NUM_THREADS": "1"} | _core_env(core),
         ),
     )
     with tempfile.TemporaryDirectory(prefix="magpie-bench-") as out:
@@ -323,7 +332,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
     args = parser.parse_args()
     # Read by vLLM when an engine is built; no variant has imported vLLM yet.
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if args.core == "process" else "0"
+    os.environ.update(_core_env(args.core))
 
     cfg, rows = workload(args.workload, args.pairs, args.seed, args.vocab or None)
     cfg = replace(
