@@ -11,7 +11,7 @@ One invocation, one machine, one engine (vLLM), one model, the same rows for eve
 
 `--core process` runs every variant with vLLM's engine core in a process of its own
 (VLLM_ENABLE_V1_MULTIPROCESSING=1, vLLM's default and what GPU runs use); the default `thread`
-keeps it in the engine's process, this project's CPU setting (a 2-second start).
+keeps it in the engine's process, this project's CPU setting (a start of about half the time).
 
 Workloads: `longtail` (the tiny chat model with its own 512-token vocabulary, so that a decode
 step's fixed cost dominates as on a GPU; per-row response lengths from a heavy-tailed
