@@ -1,4 +1,5 @@
-# magpie-ray: `make run` (the demo job) and `make test` (the whole suite) do all the set-up.
+# magpie-ray: `make run` (the demo job) and `make test` (the suite but its fault sweeps) do all
+# the set-up.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,18 +11,35 @@ REWARD_STAND_IN := $(CACHE)/models/smollm2-135m-reward-stand-in
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast install assets model tokenizers lint format clean
+.PHONY: run test test-fast test-chaos test-all install assets model tokenizers lint format clean
+
+# Lanes (README, Tests). `cluster` tests start Ray, `model` tests load weights, `cli` tests run
+# `python -m magpie_ray`; `chaos` tests are the fault matrix's sweeps.
+FAST := not cluster and not model and not cli
+DURATIONS := --durations=25
 
 run: install model
 	$(BIN)/python -m magpie_ray $(ARGS)
 
+# Everything but the chaos lane, in two pytest runs on every core (pytest-xdist): what needs no
+# Ray and no model, then the Ray and model tests, two at a time (each worker its own local Ray;
+# the in-process engines' tests and the two-node cluster's tests each stay in one worker:
+# tests/conftest.py groups them).
 test: install assets
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto -m "not cluster and not model" $(DURATIONS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "(cluster or model) and not chaos" \
+		$(DURATIONS) $(PYTEST_ARGS)
 
-# The fast lane: everything that starts no Ray, loads no model weights and runs no CLI, on every
-# core (pytest-xdist; the whole suite stays serial: its Ray clusters would compete).
+# The fast lane: no Ray, no model weights, no CLI subprocess, on every core.
 test-fast: install assets
-	$(BIN)/python -m pytest -n auto -m "not cluster and not model and not cli" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto -m "$(FAST)" $(DURATIONS) $(PYTEST_ARGS)
+
+# The fault matrix's sweeps: kill moments across a run, repeated engine-core and tagger kills,
+# streaming under kills, a lost node and the resubmission on two nodes; one test at a time.
+test-chaos: install assets
+	$(BIN)/python -m pytest -m chaos $(DURATIONS) $(PYTEST_ARGS)
+
+test-all: test test-chaos
 
 install: $(STAMP)
 

@@ -99,8 +99,10 @@ def local_ray():
 def pytest_collection_modifyitems(config, items):
     """Lanes: `cluster` for tests that start Ray (tests/e2e, or the `local_ray` fixture),
     `model` for tests that load model weights into an engine (tests/steps); the rest is the
-    fast lane (`make test-fast`, which also leaves out `cli`: subprocess runs of the CLI). GPU
-    tests skip themselves without CUDA."""
+    fast lane (`make test-fast`, which also leaves out `cli`: subprocess runs of the CLI).
+    `chaos` (the fault matrix's sweeps) is set by the tests themselves. GPU tests skip
+    themselves without CUDA. Tests on the shared two-node cluster run last, together, so that
+    it idles as little as possible (tests/e2e/conftest.py)."""
     import torch
 
     skip_gpu = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA GPU")
@@ -110,5 +112,10 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.cluster)
         if path.startswith("tests/steps/"):
             item.add_marker(pytest.mark.model)
+            # One process holds the in-process engines these tests share (session fixtures).
+            item.add_marker(pytest.mark.xdist_group("in_process_engines"))
+        if "two_nodes" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("two_nodes"))
         if skip_gpu is not None and "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+    items.sort(key=lambda item: "two_nodes" in getattr(item, "fixturenames", ()))

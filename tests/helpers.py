@@ -245,10 +245,13 @@ def tagged_table(rows: list[dict]):
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def scraped_counters(port: int, run: str, minimum: dict[str, float], timeout_s: float = 90):
-    """The `magpie_*` counters of run `run` on a node's Prometheus endpoint (summed over the
-    processes that reported them, by metric name and `reason`), polled until every counter in
-    `minimum` reaches its value or `timeout_s` passes (Ray exports every few seconds)."""
+def scraped_counters(
+    ports: int | list[int], run: str, minimum: dict[str, float], timeout_s: float = 90
+):
+    """The `magpie_*` counters of run `run` on the Prometheus endpoints of one node or several
+    (summed over the nodes and processes that reported them, by metric name and `reason`),
+    polled until every counter in `minimum` reaches its value or `timeout_s` passes (Ray exports
+    every few seconds)."""
     import re
     import time
     import urllib.request
@@ -257,8 +260,11 @@ def scraped_counters(port: int, run: str, minimum: dict[str, float], timeout_s: 
     deadline = time.monotonic() + timeout_s
     while True:
         totals: dict[str, float] = {}
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
-        for match in map(line.match, text.decode().splitlines()):
+        text = "\n".join(
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+            for port in ([ports] if isinstance(ports, int) else ports)
+        )
+        for match in map(line.match, text.splitlines()):
             if not match or f'run="{run}"' not in match.group(2):
                 continue
             reason = re.search(r'reason="([^"]*)"', match.group(2))

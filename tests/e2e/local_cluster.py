@@ -163,14 +163,13 @@ def start_head(
     temp_dir = Path(tempfile.mkdtemp(prefix="mr-", dir="/tmp"))
     gcs, dashboard, client = free_ports(3)
     node_ports = _node_ports()
-    metrics = next(f for f in node_ports if f.startswith("--metrics-export-port="))
     cluster = Cluster(
         temp_dir=temp_dir,
         dashboard_url=f"http://127.0.0.1:{dashboard}",
         gcs_address=f"127.0.0.1:{gcs}",
         env={**cluster_env(temp_dir, auth_token), **(extra_env or {})},
         auth_token=auth_token,
-        metrics_port=int(metrics.split("=", 1)[1]),
+        metrics_port=_metrics_port(node_ports),
     )
     try:
         _ray_start(
@@ -202,20 +201,27 @@ def start_worker(
     num_cpus: int = 2,
     resources: dict[str, float] | None = None,
     num_gpus: int = 0,
-) -> None:
+) -> int:
     """A second Ray node on this machine: `ray start --address` with its own temp dir (under
-    the head's) and its own ports."""
+    the head's) and its own ports; returns the node's Prometheus port (Ray metrics)."""
     temp_dir = cluster.temp_dir / name
     temp_dir.mkdir()
+    node_ports = _node_ports()
     _ray_start(
         [
             f"--address={cluster.gcs_address}",
-            *_node_ports(),
+            *node_ports,
             f"--temp-dir={temp_dir}",
             *_resource_flags(num_cpus, resources, num_gpus),
         ],
         cluster.env,
     )
+    return _metrics_port(node_ports)
+
+
+def _metrics_port(node_ports: list[str]) -> int:
+    flag = next(f for f in node_ports if f.startswith("--metrics-export-port="))
+    return int(flag.split("=", 1)[1])
 
 
 def cluster_processes(cluster: Cluster) -> list[psutil.Process]:

@@ -1,8 +1,14 @@
 """Engine actors killed mid-run with what users run (the vLLM engine, the default batches in
 flight): the same invocation ends with every row kept or dropped exactly once. (Tagger actors
-killed mid-run: tests/steps/test_tag.py; a lost node: tests/e2e/test_two_nodes.py.)"""
+killed mid-run: tests/steps/test_tag.py; a lost node: tests/e2e/test_two_nodes.py.)
+
+`make test` kills the actor once, at half the rows; the chaos lane sweeps the kill across one
+run (while the engine loads, a few rows, half, nearly all).
+"""
 
 from __future__ import annotations
+
+import pytest
 
 from magpie_ray import pipeline
 from magpie_ray.config import ClusterConfig
@@ -12,14 +18,21 @@ from tests.actor_kills import BackgroundRun, kill_at, rows_on_disk
 from tests.helpers import read_parts, run_uuids, tiny_config
 
 N = 64
+# Kill moments: "starting" while the actor loads its engine, else a count of rows on disk.
+HALF = (N // 2,)
+SWEEP = ("starting", N // 10, N // 2, N * 85 // 100)
 
 
 def _expected(run_name: str, n: int) -> list[str]:
     return sorted(row_uuid(run_name, i) for i in range(n))
 
 
-def test_engine_actor_killed_at_four_moments_loses_no_row_and_reruns_add_only_new_rows(
-    local_ray, tiny_model_path, tmp_path
+@pytest.mark.parametrize(
+    "moments",
+    [pytest.param(HALF, id="half"), pytest.param(SWEEP, id="sweep", marks=pytest.mark.chaos)],
+)
+def test_engine_actor_killed_mid_run_loses_no_row_and_reruns_add_only_new_rows(
+    local_ray, tiny_model_path, tmp_path, moments
 ):
     cfg = tiny_config(tiny_model_path, tmp_path, run_name="kills", num_samples=N, batch_size=4)
     # What users run: the vLLM engine and the default rows in flight (4 batches per actor).
@@ -31,12 +44,14 @@ def test_engine_actor_killed_at_four_moments_loses_no_row_and_reruns_add_only_ne
         return rows_on_disk(run_dir / "generated", run_dir / "dropped" / "generate")
 
     run = BackgroundRun(pipeline.run, cfg, config_yaml="run_name: kills\n")
-    # While the engine loads (as when a node is lost during start-up): a restart, not a failure.
-    assert kill_at(run, "GenerateActor", rows, 0, phase="starting") == 0
-    # A few rows written, half, nearly all: each kill takes the rows in flight with it.
-    for threshold in (N // 10, N // 2, N * 85 // 100):
-        at = kill_at(run, "GenerateActor", rows, threshold)
-        assert at is not None and at < N, f"the kill at {threshold} rows landed after the run"
+    for moment in moments:
+        if moment == "starting":
+            # While the engine loads (as when a node is lost during start-up): a restart.
+            assert kill_at(run, "GenerateActor", rows, 0, phase="starting") == 0
+            continue
+        # Each kill takes the rows in flight with it.
+        at = kill_at(run, "GenerateActor", rows, moment)
+        assert at is not None and at < N, f"the kill at {moment} rows landed after the run"
     result = run.join(timeout=600)
 
     kept, dropped = run_uuids(run_dir)

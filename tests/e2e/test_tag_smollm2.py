@@ -1,8 +1,10 @@
-"""The whole default path on local Ray: SmolLM2 generates and judges for real, stand-ins score
-and guard, then dedup, select, export and the report."""
+"""The whole default path on local Ray, with generation streaming into tagging: SmolLM2 writes
+clean, distinct instructions and judges them for real, stand-ins score and guard, then dedup,
+select, export and the report."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -14,10 +16,11 @@ from magpie_ray.config import register
 from magpie_ray.report import format_summary
 from magpie_ray.steps.tag import judge
 from tests.conftest import CACHE
-from tests.helpers import read_parts
+from tests.e2e.test_smollm2 import LEAKS
+from tests.helpers import read_parts, run_uuids
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-N = 8
+N = 12
 
 
 def test_default_conf_generates_and_tags(local_ray, smollm2_path, tmp_path):
@@ -31,7 +34,8 @@ def test_default_conf_generates_and_tags(local_ray, smollm2_path, tmp_path):
                 "run_name=tagged-demo",
                 f"generate.num_samples={N}",
                 "generate.batch_size=4",
-                "generate.instruction.max_tokens=96",
+                "tag.stream=true",
+                "generate.instruction.max_tokens=128",
                 "generate.response.max_tokens=96",
                 "judge.pool.batch_size=4",
                 "guard.pool.batch_size=4",
@@ -42,9 +46,26 @@ def test_default_conf_generates_and_tags(local_ray, smollm2_path, tmp_path):
     assert cfg.steps == ["generate", "tag", "dedup", "select", "export"]
     result = pipeline.run(cfg)
 
+    # SmolLM2 with its system turn in the pre-query and min_p: clean, distinct instructions.
+    kept, dropped = run_uuids(tmp_path / "tagged-demo")
+    assert len(set(kept + dropped)) == len(kept + dropped) == N
     generated = read_parts(tmp_path / "tagged-demo" / "generated")
+    counts = Counter(r["instruction"] for r in generated)
+    good = [
+        r
+        for r in generated
+        if r["instruction"].strip()
+        and not any(leak in r["instruction"] for leak in LEAKS)
+        and counts[r["instruction"]] == 1
+    ]
+    shown = "\n".join(repr(r["instruction"]) for r in generated)
+    assert len(good) >= 0.8 * N, f"{len(good)}/{N} clean distinct instructions:\n{shown}"
+    assert all(r["response"] and "<|im_end|>" not in r["response"] for r in generated)
+    assert all(r["gen_input_configs"]["min_p"] == 0.05 for r in generated)
+
     tagged = read_parts(tmp_path / "tagged-demo" / "tagged")
-    assert generated and sorted(r["uuid"] for r in tagged) == sorted(r["uuid"] for r in generated)
+    assert sorted(r["uuid"] for r in tagged) == sorted(r["uuid"] for r in generated)
+    assert result.tag.rows_streamed > 0, "generation streamed into tagging"
     labelled = 0
     for row in tagged:
         assert row["reward_model"] == "stand-in:smollm2-135m-random-head"

@@ -1,17 +1,17 @@
-"""Two Ray nodes on this machine: a head (`ray start --head`) and a worker (`ray start
---address`), each with its own temp dir and ports. The job, submitted with `ray job submit`,
-generates with generation streaming into tagging (`tag.stream=true`: the tag pools run on the
-rows as the engines write them) and runs one engine actor on each node (every node advertises
-one `engine_slot` and every actor needs one, so placement is deterministic; Ray's state API
-confirms it); it writes to a `file://` output URI through pyarrow's filesystems, as it would to
-s3:// or gs://.
+"""Two Ray nodes on this machine (the suite's shared cluster, tests/e2e/conftest.py: a head and a
+worker started with `ray start`, each with its own temp dir and ports). The job, submitted with
+`ray job submit`, runs one engine actor on each node (every node advertises one `engine_slot`
+and every actor needs one, so placement is deterministic; Ray's state API confirms it) and
+writes to a `file://` output URI through pyarrow's filesystems, as it would to s3:// or gs://.
+Mid-run the worker node's raylet is killed: the node is lost with its engine and the rows in
+flight, and the same job still ends SUCCEEDED with every row written once.
 
-Mid-run the worker node's raylet is killed (the node is lost with its engine, any tag actors it
-held and the rows in flight): the same job still ends SUCCEEDED with every row generated once
-and tagged once, and tagging overlapped generation. Then the cluster is torn down, part files
-are removed as if the job had died before writing them, and the same command is resubmitted on
-a fresh two-node cluster: it regenerates exactly the missing rows, tags exactly the untagged
-ones, and leaves the surviving files alone.
+`make test` runs the generate step so. The chaos lane also streams generation into tagging
+(`tag.stream=true`: tag pools run on the rows as the engines write them, and the lost node takes
+tag actors with it: every row is tagged once), then removes part files as if the job had died
+before writing them and resubmits the same command once a new worker node has joined: it
+regenerates exactly the missing rows, tags exactly the untagged ones, and leaves the surviving
+files alone.
 """
 
 from __future__ import annotations
@@ -20,21 +20,13 @@ import re
 import time
 from pathlib import Path
 
-import psutil
 import pyarrow.parquet as pq
 import pytest
 
 from magpie_ray.steps.generate.seeds import row_uuid
 from tests.actor_kills import rows_on_disk
-from tests.e2e.local_cluster import (
-    Cluster,
-    cluster_processes,
-    start_head,
-    start_worker,
-    submit,
-    teardown,
-    wait_for_job,
-)
+from tests.e2e.conftest import TwoNodes, alive_nodes, state
+from tests.e2e.local_cluster import submit, wait_for_job
 from tests.helpers import read_parts, run_uuids
 
 NUM_SAMPLES = 32
@@ -42,25 +34,9 @@ RUN = "twonodes"
 SLOT = "engine_slot"
 
 
-def start_two_nodes() -> Cluster:
-    # Ray Data dispatches batches as soon as one actor of the pool is up; on a loaded machine
-    # the first engine can then finish all 8 rows before the second is even placed. Waiting for
-    # the whole pool makes "one engine per node" a property of the run, not of timing.
-    cluster = start_head(
-        num_cpus=2,
-        resources={SLOT: 1},
-        extra_env={"RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "300"},
-    )
-    try:
-        start_worker(cluster, "worker", num_cpus=2, resources={SLOT: 1})
-    except BaseException:
-        teardown(cluster)
-        raise
-    return cluster
-
-
-def overrides(model_path: Path, reward_path: Path, output_uri: str) -> list[str]:
-    return [
+def overrides(model_path: Path, output_uri: str, reward_path: Path | None = None) -> list[str]:
+    """The job's overrides; with `reward_path`, generation streams into two tag pools."""
+    args = [
         f"model.path={model_path}",
         "model.name=tiny-chat",
         "model.max_model_len=512",
@@ -71,6 +47,13 @@ def overrides(model_path: Path, reward_path: Path, output_uri: str) -> list[str]
         "generate.batch_size=2",
         "generate.instruction.max_tokens=32",
         "generate.response.max_tokens=48",
+        f"run_name={RUN}",
+        f"output_dir={output_uri}",
+    ]
+    if reward_path is None:
+        return [*args, "steps=[generate]"]
+    return [
+        *args,
         "steps=[generate,tag]",
         "tag.stream=true",
         "tag.part_rows=4",
@@ -82,23 +65,21 @@ def overrides(model_path: Path, reward_path: Path, output_uri: str) -> list[str]
         "guard.enabled=false",
         "judge.enabled=false",
         *(f"{pool}.pool.batch_size=4" for pool in ("reward", "embedder")),
-        f"run_name={RUN}",
-        f"output_dir={output_uri}",
     ]
 
 
-def run_job(cluster: Cluster, args: list[str], kill_worker_at: Path | None = None) -> str:
+def run_job(nodes: TwoNodes, args: list[str], kill_worker_at: Path | None = None) -> str:
     """Submit, wait, check SUCCEEDED; with `kill_worker_at` (a run folder), check that each
     node runs one engine actor, then kill the worker node's raylet mid-run."""
-    submission_id = submit(cluster, args)
+    submission_id = submit(nodes.cluster, args)
     if kill_worker_at is not None:
-        kill_worker_node(cluster, kill_worker_at)
-    status, logs = wait_for_job(cluster, submission_id)
+        kill_worker_node(nodes, kill_worker_at)
+    status, logs = wait_for_job(nodes.cluster, submission_id)
     assert status == "SUCCEEDED", f"job {submission_id} ended {status}; its logs:\n{logs}"
     return logs
 
 
-def kill_worker_node(cluster: Cluster, run_dir: Path) -> None:
+def kill_worker_node(nodes: TwoNodes, run_dir: Path) -> None:
     """Once a fifth of the rows are written: one engine actor per node (Ray's state API),
     then the worker node's raylet is killed (its engine and rows in flight go with it)."""
 
@@ -108,35 +89,20 @@ def kill_worker_node(cluster: Cluster, run_dir: Path) -> None:
     deadline = time.monotonic() + 300
     while rows() < NUM_SAMPLES // 5 and time.monotonic() < deadline:
         time.sleep(0.1)
-    actor_nodes, nodes = engine_actor_nodes(cluster)
-    assert len(nodes) == 2, f"the cluster should have had two nodes, had {nodes}"
-    assert sorted(actor_nodes) == sorted(nodes), (
-        f"one engine actor per node expected; actors run on {actor_nodes}, nodes {nodes}"
+    live = alive_nodes(nodes.cluster)
+    assert len(live) == 2, f"the cluster should have had two live nodes, had {live}"
+    engines = [
+        a["node_id"]
+        for a in state(nodes.cluster, "actors")
+        if a["state"] == "ALIVE" and (a.get("required_resources") or {}).get(SLOT)
+    ]
+    assert sorted(engines) == sorted(live), (
+        f"one engine actor per node expected; actors run on {engines}, nodes {live}"
     )
-    worker_dir = str(cluster.temp_dir / "worker")
-    raylets = []
-    for proc in cluster_processes(cluster):
-        try:
-            if proc.name() == "raylet" and worker_dir in " ".join(proc.cmdline()):
-                raylets.append(proc)
-        except psutil.Error:  # a short-lived process that ended while listing
-            continue
+    raylets = nodes.worker_raylets()
     assert len(raylets) == 1, f"expected the worker node's raylet, found {raylets}"
     raylets[0].kill()
     assert rows() < NUM_SAMPLES, "the worker node was killed after the job had finished"
-
-
-def engine_actor_nodes(cluster: Cluster) -> tuple[list[str], set[str]]:
-    """(node id of every engine actor of the cluster, ids of the cluster's nodes)."""
-    from ray.util.state import list_actors, list_nodes
-
-    actors = [
-        a
-        for a in list_actors(address=cluster.dashboard_url, detail=True, limit=1000)
-        if (a.required_resources or {}).get(SLOT)
-    ]
-    nodes = {n.node_id for n in list_nodes(address=cluster.dashboard_url)}
-    return [a.node_id for a in actors], nodes
 
 
 def invocation_counts(logs: str) -> tuple[int, int]:
@@ -165,34 +131,47 @@ def check_tagged_once(run_dir: Path) -> None:
     )
 
 
-@pytest.mark.slow
-def test_two_nodes_one_engine_each_a_lost_node_and_a_resubmission(
-    tiny_model_path, tiny_reward_path, tmp_path
+def lose_the_worker_node(nodes: TwoNodes, args: list[str], run_dir: Path) -> str:
+    """Run the job, losing the worker node mid-run; every sample is written once. Returns the
+    job's logs."""
+    logs = run_job(nodes, args, kill_worker_at=run_dir)
+    assert invocation_counts(logs) == (NUM_SAMPLES, 0)
+    kept, dropped = run_uuids(run_dir)
+    expected = sorted(row_uuid(RUN, i) for i in range(NUM_SAMPLES))
+    assert sorted(kept + dropped) == expected, (
+        f"every sample must be written once: kept {len(kept)}, dropped {len(dropped)}, "
+        f"{len(set(kept + dropped))} distinct, expected {NUM_SAMPLES}"
+    )
+    for row in read_parts(run_dir / "generated"):
+        assert row["instruction"].strip() and row["response"].strip(), row
+    return logs
+
+
+def test_a_lost_worker_node_loses_no_row(two_nodes: TwoNodes, tiny_model_path, tmp_path):
+    # Checked against code that loses a row: with the generate step's sweep for missing rows
+    # turned off, the rows the lost node held are in no file and the uuid check fails.
+    out = tmp_path / "out"
+    lose_the_worker_node(two_nodes, overrides(tiny_model_path, f"file://{out}"), out / RUN)
+
+
+@pytest.mark.chaos
+def test_streamed_tagging_loses_a_node_then_a_resubmission_fills_exactly_the_gaps(
+    two_nodes: TwoNodes, tiny_model_path, tiny_reward_path, tmp_path
 ):
     out = tmp_path / "out"
     run_dir = out / RUN
-    args = overrides(tiny_model_path, tiny_reward_path, f"file://{out}")
-    expected = sorted(row_uuid(RUN, i) for i in range(NUM_SAMPLES))
-
-    cluster = start_two_nodes()
-    try:
-        logs = run_job(cluster, args, kill_worker_at=run_dir)
-    finally:
-        teardown(cluster)
-    assert invocation_counts(logs) == (NUM_SAMPLES, 0)
-    kept, dropped = run_uuids(run_dir)
-    assert sorted(kept + dropped) == expected, "every sample must be written once"
-    for row in read_parts(run_dir / "generated"):
-        assert row["instruction"].strip() and row["response"].strip(), row
+    args = overrides(tiny_model_path, f"file://{out}", tiny_reward_path)
+    logs = lose_the_worker_node(two_nodes, args, run_dir)
     check_tagged_once(run_dir)
+    kept, _ = run_uuids(run_dir)
     tagged, streamed = tag_counts(logs)
     assert tagged == len(kept) and 0 < streamed <= tagged, (tagged, streamed, len(kept))
     # How much tagging overlapped generation depends on timing (here the lost node's tag actors
     # reload their models); bench/stream.py measures it. The pass reports its tail:
     assert re.search(r"the last tagged part was written -?[\d.]+ s after the last generated", logs)
 
-    # As if the job had died before writing half of its parts: the resubmission on a fresh
-    # cluster must regenerate exactly their rows and leave the others untouched.
+    # As if the job had died before writing half of its parts: the resubmission, once a new
+    # worker node has joined, must regenerate exactly their rows and leave the others untouched.
     parts = sorted((run_dir / "generated").glob("part-*.parquet"))
     assert len(parts) >= 2, f"expected several part files, found {parts}"
     lost = parts[: len(parts) // 2]
@@ -210,17 +189,14 @@ def test_two_nodes_one_engine_each_a_lost_node_and_a_resubmission(
             untagged |= rows
             p.unlink()
 
-    cluster = start_two_nodes()
-    try:
-        logs = run_job(cluster, args)
-    finally:
-        teardown(cluster)
+    two_nodes.ensure_worker()
+    logs = run_job(two_nodes, args)
     assert invocation_counts(logs) == (lost_rows, NUM_SAMPLES - lost_rows)
     assert {p: p.stat().st_mtime_ns for p in survivors} == survivors, "a kept part was rewritten"
     assert tag_counts(logs)[0] == len(untagged), "exactly the untagged rows are tagged"
     check_tagged_once(run_dir)
     kept, dropped = run_uuids(run_dir)
-    assert sorted(kept + dropped) == expected, (
+    assert sorted(kept + dropped) == sorted(row_uuid(RUN, i) for i in range(NUM_SAMPLES)), (
         f"after the resubmission every sample must be written once: kept {len(kept)}, "
         f"dropped {len(dropped)}, expected {NUM_SAMPLES}"
     )

@@ -6,11 +6,18 @@ mid-call, and the same invocation still ends with every row generated once and t
 
 from __future__ import annotations
 
+import pytest
+
 from magpie_ray import pipeline
 from magpie_ray.config import ClusterConfig
 from magpie_ray.steps.generate.seeds import row_uuid
 from tests.actor_kills import BackgroundRun, kill_at, rows_on_disk
 from tests.helpers import read_parts, run_uuids, tag_config
+
+# Three kills and every tag pool: about two and a half minutes here. `make test` streams on two
+# nodes with a lost node (tests/e2e/test_two_nodes.py) and kills engine and tagger actors
+# without streaming (tests/e2e/test_actor_deaths.py, tests/steps/test_tag.py).
+pytestmark = pytest.mark.chaos
 
 N = 48
 

@@ -26,12 +26,24 @@ from tests.helpers import (
     write_generated,
 )
 
-ROWS = 40
+ROWS = 16
 
 
+@pytest.mark.parametrize(
+    "killed",
+    [
+        pytest.param(("JudgeTagger",), id="judge"),
+        pytest.param(
+            ("RewardTagger", "SafetyTagger", "JudgeTagger"), id="three", marks=pytest.mark.chaos
+        ),
+    ],
+)
 def test_tag_step_fills_every_pool_survives_killed_taggers_and_resumes(
-    local_ray, tmp_path, tiny_model_path, tiny_reward_path
+    local_ray, tmp_path, tiny_model_path, tiny_reward_path, killed
 ):
+    # Checked against code that loses or duplicates a row: with the tag step's sweep for
+    # untagged rows turned off, rows_missing > 0 after the kill; with tagged part names not
+    # derived from their rows, a retried batch's rows are tagged twice.
     cfg = tag_config(tmp_path, tiny_model_path, tiny_reward_path)
     store = RunStore(cfg.run_uri)
     generated = {r["index"]: r for r in generated_rows(ROWS)}
@@ -42,7 +54,7 @@ def test_tag_step_fills_every_pool_survives_killed_taggers_and_resumes(
     # Actors killed mid-call: Ray restarts them and retries their batches. Each pool works
     # through every batch before the writer's first part, so the kills land when an actor is
     # in a call, not at a row count of tagged/.
-    for pool in ("RewardTagger", "JudgeTagger"):
+    for pool in killed:
         at = kill_at(run, pool, lambda: rows_on_disk(tagged_dir), 0, phase="working")
         assert at is not None and at < ROWS, f"the {pool} kill landed after the run"
     stats = run.join(timeout=600)
@@ -311,6 +323,7 @@ print("a call answered after its engine died", flush=True)
 """
 
 
+@pytest.mark.chaos  # its own engine start with the core in a process of its own: 30 s here
 def test_a_dead_vllm_pooling_engine_ends_the_reward_actor(tiny_reward_path, tmp_path):
     """reward.engine=vllm with its core in a process of its own (vLLM's default, GPUs): the
     core killed, the actor (here a plain process holding a RewardTagger) exits by itself with
