@@ -46,8 +46,18 @@ def _check(cfg: Config) -> None:
     result = pipeline.check(cfg)
     for line in result.checks:
         print(f"ok: {line}")
+    for line in result.failed:
+        print(f"failed: {line}")
     for note in [*result.notes, *advice(cfg)]:
         print(f"note: {note}")
+    if result.failed:
+        total = len(result.checks) + len(result.failed)
+        print(
+            f"magpie_ray: error: {len(result.failed)} of {total} checks failed; nothing was"
+            " loaded or run",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     print(f"magpie_ray: all {len(result.checks)} checks passed; nothing was loaded or run")
 
 
@@ -62,8 +72,12 @@ def main(dcfg: DictConfig) -> None:
             _check(cfg)
             return
         _resolve_output_dir(cfg)
+        # The run folder and the cluster answer before anything is written or started.
+        pipeline.check_doors(cfg)
         log_file = console.log_path(cfg.log_file, cfg.run_uri, cfg.run_name)
         console.setup(cfg.quiet, log_file)
+        if cfg.quiet:
+            console.route_native_stderr(log_file)
         print(f"magpie_ray: log file {log_file}", file=sys.stderr)
         for note in advice(cfg):
             print(f"magpie_ray: note: {note}", file=sys.stderr)

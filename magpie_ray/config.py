@@ -210,6 +210,9 @@ class ClusterConfig:
     """Where the job runs and how the engine actor pool is sized."""
 
     address: str | None = None  # None: RAY_ADDRESS when set (ray job submit), else a local Ray
+    # How long a run waits for the cluster at `address` to answer before it stops with exit 2
+    # (a head that is still starting gets this long).
+    connect_timeout_s: float = 60.0
     num_cpus: int | None = None  # CPUs of a local Ray; None = all
     num_actors: int = 1
     # Autoscaling: the pool starts at num_actors and grows to max_actors while batches wait (Ray

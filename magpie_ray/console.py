@@ -6,7 +6,8 @@ execution plans and per-operator statistics go to the log file only, and the eng
 actors run with `QUIET_ACTOR_ENV` (vLLM's logging at ERROR, no deprecation notices or loading
 bars), so their start-up chatter never reaches the driver. The log file (`log_file`, default
 `<run>/logs/driver.log`; a temp file when the run folder is a URI) gets everything the driver
-logs at INFO and above. `quiet=false` leaves every
+logs at INFO and above, libraries' advisory warnings (`_ADVISORY`), and, from the CLI, what
+native code writes to the process's stderr (`route_native_stderr`). `quiet=false` leaves every
 library's console output as it comes. Ray keeps each actor's full output in its own session
 logs (`/tmp/ray/session_latest/logs`, or the dashboard's Logs tab).
 """
@@ -14,6 +15,8 @@ logs (`/tmp/ray/session_latest/logs`, or the dashboard's Logs tab).
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -27,13 +30,19 @@ QUIET_ACTOR_ENV = {
     "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
     "TQDM_DISABLE": "1",
     "TORCH_CPP_LOG_LEVEL": "ERROR",
+    # torch's Python loggers at ERROR: no "Triton not available" from every CPU actor
+    "TORCH_LOGS": "-torch",
 }
+# Libraries' warnings that are advice about a setting, not about this run going wrong: the log
+# file keeps them. (Ray says token auth is on each time the run starts its own local Ray.)
+_ADVISORY = ("Token authentication is enabled for this Ray cluster",)
 # Loggers that keep handlers of their own (propagate=False): their console handlers are quieted
 # and the log file is added to them.
 _OWN_HANDLER_LOGGERS = ("ray", "ray.data")
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _DEVELOPER_WARNINGS = ("DeprecationWarning", "FutureWarning", "PendingDeprecationWarning")
 _active: tuple[bool, str] | None = None  # the last setup(), re-applied once Ray has connected
+_console_stream = None  # the console's stderr once route_native_stderr moved fd 2 to the log
 
 
 def log_path(quiet_log_file: str | None, run_uri: str, run_name: str) -> str:
@@ -53,10 +62,10 @@ class _ConsoleFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name.startswith("magpie_ray"):
             return True
+        message = record.getMessage()
         if record.name == "py.warnings":
-            message = record.getMessage()
             return not any(kind in message for kind in _DEVELOPER_WARNINGS)
-        return record.levelno >= logging.WARNING
+        return record.levelno >= logging.WARNING and not message.startswith(_ADVISORY)
 
 
 def _is_console(handler: logging.Handler) -> bool:
@@ -91,6 +100,27 @@ def setup(quiet: bool, log_file: str) -> None:
                 handler.addFilter(_ConsoleFilter())
     if quiet:
         logging.captureWarnings(True)  # warnings become py.warnings records: file + filter
+
+
+def route_native_stderr(log_file: str) -> None:
+    """The CLI in quiet mode: what native code writes to this process's stderr (Ray's C++
+    core worker, e.g. its note on actor constructor arguments in the object store, and the
+    local Ray's processes started from here) goes to the log file; Python's own stderr (our
+    lines, warnings, tracebacks, actors' output that Ray forwards) stays on the console. Once
+    per process; not for library use, where the caller owns the process's stderr."""
+    global _console_stream
+    if _console_stream is not None:
+        return
+    sys.stderr.flush()
+    console = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="backslashreplace")
+    log_fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    previous, sys.stderr, _console_stream = sys.stderr, console, console
+    for logger in (logging.getLogger(), *map(logging.getLogger, _OWN_HANDLER_LOGGERS)):
+        for handler in logger.handlers:
+            if _is_console(handler) and handler.stream is previous:
+                handler.setStream(console)
 
 
 def reapply() -> None:

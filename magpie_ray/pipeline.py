@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from . import console
-from .config import Config
+from . import cluster, console
+from .config import Config, ConfigError
 from .export import ExportStats
 from .paths import resolve_paths
 from .preflight import Preflight, check_resources, preflight
@@ -29,31 +29,59 @@ from .run_report import write_report
 from .steps import dedup, export, select, stream
 from .steps.generate import step as generate
 from .steps.tag import step as tag
-from .storage import RunStore
+from .storage import RunStore, unwritable
 
 log = logging.getLogger(__name__)
 
 
+def check_doors(cfg: Config) -> None:
+    """What a user typed that the run cannot use, before anything is written or started: a run
+    folder this process cannot create or write, a cluster that does not answer (ConfigError)."""
+    reason = unwritable(cfg.run_uri)
+    if reason:
+        raise ConfigError(
+            f"output_dir={cfg.output_dir}: the run folder {cfg.run_uri} cannot be created or"
+            f" written: {reason}. Fix: choose an output_dir this process can write (a local"
+            " folder, or a URI such as s3://bucket/magpie)"
+        )
+    where = cluster.target(cfg.cluster)
+    if where is not None:
+        cluster.check_address(where, cfg.cluster.connect_timeout_s)
+
+
 def check(cfg: Config) -> Preflight:
-    """`mode=check`: every preflight check, and the cluster's resources when
-    `cluster.address` names one; loads no weights and starts no Ray."""
+    """`mode=check`: every preflight check, the run folder, and the cluster's resources when
+    `cluster.address` (or RAY_ADDRESS) names one; loads no weights and starts no Ray. A run
+    folder or cluster the run could not use is a failed check (`Preflight.failed`)."""
     cfg = resolve_paths(cfg)
     result = preflight(cfg)
-    if cfg.cluster.address:
-        import ray
+    reason = unwritable(cfg.run_uri)
+    if reason:
+        result.failed.append(f"run folder {cfg.run_uri}: {reason}")
+    else:
+        result.checks.append(f"run folder {cfg.run_uri}: writable")
+    where = cluster.target(cfg.cluster)
+    if where is None:
+        return result
+    try:
+        cluster.check_address(where, cfg.cluster.connect_timeout_s)
+    except cluster.ClusterUnreachable as err:
+        result.failed.append(f"cluster: {err}")
+        return result
+    cluster.connect(cfg.cluster)
+    import ray
 
-        ray.init(address=cfg.cluster.address)
-        check_resources(cfg, ray.cluster_resources())
-        result.checks.append(f"cluster {cfg.cluster.address}: the actor pools fit")
+    check_resources(cfg, ray.cluster_resources())
+    result.checks.append(f"cluster {where.address}: reachable, and the actor pools fit")
     return result
 
 
 def connect(cfg: Config) -> None:
-    """Join the cluster named by cluster.address (or RAY_ADDRESS), else start a local Ray."""
+    """Join the cluster named by cluster.address (or RAY_ADDRESS), else start a local Ray;
+    then the resource check."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus)
+    cluster.connect(cfg.cluster)
     console.reapply()
     if cfg.cluster.check_resources:
         check_resources(cfg, ray.cluster_resources())
@@ -101,6 +129,7 @@ def run(cfg: Config, config_yaml: str = "") -> RunResult:
     cfg = resolve_paths(cfg)
     for note in preflight(cfg).notes:
         log.info("note: %s", note)
+    check_doors(cfg)
     store = RunStore(cfg.run_uri)
     if config_yaml:
         store.write_text("config.yaml", config_yaml)

@@ -24,6 +24,7 @@ from .validation import validate_static
 class Preflight:
     checks: list[str] = field(default_factory=list)  # what passed, one line each
     notes: list[str] = field(default_factory=list)  # worth telling the user; not errors
+    failed: list[str] = field(default_factory=list)  # mode=check: what a run could not use
 
 
 def preflight(cfg: Config) -> Preflight:

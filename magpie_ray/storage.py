@@ -22,9 +22,11 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import posixpath
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import pyarrow as pa
@@ -53,6 +55,24 @@ def _open(uri: str) -> tuple[pafs.FileSystem, str]:
     if "://" in uri:
         return pafs.FileSystem.from_uri(uri)
     return pafs.LocalFileSystem(), posixpath.abspath(uri)
+
+
+def unwritable(run_uri: str) -> str | None:
+    """Why this process cannot create or write the local run folder `run_uri` (None: it can),
+    found without writing anything. A URI's bucket is checked by its first write."""
+    if "://" in run_uri:
+        return None
+    folder = Path(run_uri).absolute()
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if os.access(existing, os.W_OK | os.X_OK):
+        return None
+    if os.statvfs(existing).f_flag & os.ST_RDONLY:
+        return f"{existing} is on a read-only file system"
+    return f"{existing} is not writable by this user"
 
 
 def part_name(first_index: int, uuids: list[str]) -> str:

@@ -121,6 +121,8 @@ def validate_static(cfg: Config) -> None:
         problems.append(f"cluster.batches_in_flight={cl.batches_in_flight}: must be >= 1")
     if cl.actor_start_retries < 0:
         problems.append(f"cluster.actor_start_retries={cl.actor_start_retries}: must be >= 0")
+    if not cl.connect_timeout_s > 0:
+        problems.append(f"cluster.connect_timeout_s={cl.connect_timeout_s}: must be > 0 (seconds)")
     if cl.cpus_per_actor < 0 or cl.gpus_per_actor < 0:
         problems.append("cluster.cpus_per_actor and cluster.gpus_per_actor must be >= 0")
     if cl.gpus_per_actor and cl.gpus_per_actor < cfg.model.tensor_parallel_size:

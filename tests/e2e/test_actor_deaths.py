@@ -34,6 +34,9 @@ def _expected(run_name: str, n: int) -> list[str]:
 def test_engine_actor_killed_mid_run_loses_no_row_and_reruns_add_only_new_rows(
     local_ray, tiny_model_path, tmp_path, moments
 ):
+    # Checked against code that loses rows: with a restarted actor acknowledging its retried
+    # calls without generating their rows and the generate step's sweep for missing rows off,
+    # the half-way kill left 32 of 64 rows and the uuid check failed.
     cfg = tiny_config(tiny_model_path, tmp_path, run_name="kills", num_samples=N, batch_size=4)
     # What users run: the vLLM engine and the default rows in flight (4 batches per actor).
     assert cfg.engine.kind == "vllm"

@@ -55,9 +55,9 @@ def _actor_log_lines(ray, needle: str) -> list[str]:
 def test_engine_core_killed_mid_run_ends_its_actor_and_loses_no_row(
     local_ray, tiny_model_path, tmp_path, kills
 ):
-    # Checked against code that loses or duplicates a row: with the generate step's sweep for
-    # missing rows turned off (one pass), the rows in flight at a kill are in no file and the
-    # uuid check fails.
+    # Checked against code that loses rows: with a restarted actor acknowledging its retried
+    # calls without generating their rows and the generate step's sweep for missing rows off,
+    # the one kill left 32 of 64 rows and the uuid check failed.
     cfg = tiny_config(tiny_model_path, tmp_path, run_name="corekills", num_samples=N)
     assert cfg.engine.kind == "vllm"
     assert cfg.cluster.batches_in_flight == ClusterConfig().batches_in_flight > 1

@@ -45,10 +45,9 @@ def _overrides(model: Path, out: Path) -> list[str]:
 
 
 def test_killed_job_reruns_to_identical_rows(local_ray, tiny_model_path, tmp_path):
-    # Checked against code that loses or duplicates a row: with the generate step not skipping
-    # rows already on disk, the rerun generates all N rows again (the invocation count fails);
-    # with part files written in place instead of renamed into place, a part cut by the kill
-    # is unreadable and the rerun fails.
+    # Checked against code that duplicates rows: with the generate step forgetting the rows on
+    # disk, the rerun generated all 40 rows again (in other batches, so other part files) and
+    # the invocation count check failed.
     out = tmp_path / "out"
     run_dir = out / "resume"
     address = f"cluster.address={local_ray.get_runtime_context().gcs_address}"

@@ -1,6 +1,6 @@
 """Real SmolLM2-135M-Instruct through the whole generate step on a local Ray with vLLM: two turns
 and preference samples. (Its single-turn instructions on the default conf:
-tests/e2e/test_tag_smollm2.py.)"""
+tests/e2e/test_demo.py.)"""
 
 from magpie_ray import pipeline
 from magpie_ray.config import (

@@ -148,8 +148,9 @@ def lose_the_worker_node(nodes: TwoNodes, args: list[str], run_dir: Path) -> str
 
 
 def test_a_lost_worker_node_loses_no_row(two_nodes: TwoNodes, tiny_model_path, tmp_path):
-    # Checked against code that loses a row: with the generate step's sweep for missing rows
-    # turned off, the rows the lost node held are in no file and the uuid check fails.
+    # Checked against code that duplicates rows: with a retried call writing again the rows
+    # another call had written (GenerateActor's check of rows written before its start
+    # removed), the job wrote 36 rows for 32 samples and the uuid check failed.
     out = tmp_path / "out"
     lose_the_worker_node(two_nodes, overrides(tiny_model_path, f"file://{out}"), out / RUN)
 

@@ -41,9 +41,9 @@ ROWS = 16
 def test_tag_step_fills_every_pool_survives_killed_taggers_and_resumes(
     local_ray, tmp_path, tiny_model_path, tiny_reward_path, killed
 ):
-    # Checked against code that loses or duplicates a row: with the tag step's sweep for
-    # untagged rows turned off, rows_missing > 0 after the kill; with tagged part names not
-    # derived from their rows, a retried batch's rows are tagged twice.
+    # Checked against code that loses rows: with a restarted judge answering its retried
+    # batch with no rows and the tag step's sweep for untagged rows off, 0 of 16 rows were
+    # tagged and the counts check failed.
     cfg = tag_config(tmp_path, tiny_model_path, tiny_reward_path)
     store = RunStore(cfg.run_uri)
     generated = {r["index"]: r for r in generated_rows(ROWS)}
