@@ -11,7 +11,7 @@ REWARD_STAND_IN := $(CACHE)/models/smollm2-135m-reward-stand-in
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast test-chaos test-all install assets model tokenizers lint format clean
+.PHONY: run test test-fast test-chaos test-all docs install assets model tokenizers lint format clean
 
 # Lanes (README, Tests). `cluster` tests start Ray, `model` tests load weights, `cli` tests run
 # `python -m magpie_ray`; `chaos` tests are the fault matrix's sweeps.
@@ -40,6 +40,10 @@ test-chaos: install assets
 	$(BIN)/python -m pytest -m chaos $(DURATIONS) $(PYTEST_ARGS)
 
 test-all: test test-chaos
+
+# The manual (docs/, mkdocs.yml) into site/.
+docs: install
+	$(BIN)/mkdocs build --strict
 
 install: $(STAMP)
 
@@ -77,4 +81,4 @@ format: install
 	$(BIN)/ruff format magpie_ray tests bench
 
 clean:
-	rm -rf $(VENV) outputs
+	rm -rf $(VENV) outputs site

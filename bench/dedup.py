@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from magpie_ray.config import DedupConfig  # noqa: E402
-from magpie_ray.dedup import find_near_duplicates  # noqa: E402
+from magpie_ray.near_duplicates import find_near_duplicates  # noqa: E402
 
 DIM = 384
 TOPICS = 1000

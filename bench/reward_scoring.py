@@ -2,8 +2,8 @@
 
 One invocation, one machine, one reward model, the same conversations for both variants:
 
-  single   RewardScorer with micro_batch_size=1: a forward pass per conversation
-  batched  RewardScorer with micro_batch_size=N: length-sorted micro-batches with padding
+  single   HFRewardScorer with micro_batch_size=1: a forward pass per conversation
+  batched  HFRewardScorer with micro_batch_size=N: length-sorted micro-batches with padding
   vllm     VLLMRewardScorer (reward.engine=vllm): every conversation in one pooling call,
            batched by vLLM's scheduler (--vllm; raw logits, as the others)
 
@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from magpie_ray.assets import build_reward_stand_in  # noqa: E402
 from magpie_ray.conversations import to_messages  # noqa: E402
-from magpie_ray.steps.tag.reward import RewardScorer, VLLMRewardScorer  # noqa: E402
+from magpie_ray.engines.scorers import HFRewardScorer, VLLMRewardScorer  # noqa: E402
 
 CACHE = Path(os.environ.get("MAGPIE_RAY_CACHE", Path.home() / ".cache" / "magpie-ray"))
 WORDS = (
@@ -120,14 +120,14 @@ def build_random_llama3_reward(out_dir: Path, layers: int, tokenizer_dir: Path) 
     return save_model_folder(model, tok, out_dir)
 
 
-def timed_scores(scorer: RewardScorer, conversations) -> tuple[list[float], float]:
+def timed_scores(scorer: HFRewardScorer, conversations) -> tuple[list[float], float]:
     scorer.score(conversations[:2])  # warm-up: first-call allocations
     started = time.perf_counter()
     scores = scorer.score(conversations)
     return scores, time.perf_counter() - started
 
 
-def forward_probe(scorer: RewardScorer, lengths=(200, 600), batches=(1, 4, 16)) -> dict:
+def forward_probe(scorer: HFRewardScorer, lengths=(200, 600), batches=(1, 4, 16)) -> dict:
     """Milliseconds per row of one bare forward pass (random ids, no padding) per batch size:
     flat when the device is already busy at batch 1 (compute-bound), falling when it idles."""
     import torch
@@ -168,7 +168,7 @@ def main() -> None:
 
     path = model_path(args.model, args.tokenizer)
     if args.probe:
-        scorer = RewardScorer(str(path), args.max_length, micro_batch_size=1)
+        scorer = HFRewardScorer(str(path), args.max_length, micro_batch_size=1)
         device = "cuda" if scorer.device == "cuda" else f"cpu ({os.cpu_count()} cores)"
         print(f"model {path.name}, {device}\n| tokens | batch | ms per row |\n|---|---|---|")
         ms = forward_probe(scorer)
@@ -182,7 +182,7 @@ def main() -> None:
         else synthetic_conversations(args.rows)
     )
     # One model in memory for both variants: only the micro-batch size differs.
-    single = RewardScorer(str(path), args.max_length, micro_batch_size=1)
+    single = HFRewardScorer(str(path), args.max_length, micro_batch_size=1)
     batched = copy.copy(single)
     batched.micro_batch_size = args.micro_batch
     tokens = sum(

@@ -45,7 +45,6 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from magpie_ray import templates  # noqa: E402
 from magpie_ray.config import (  # noqa: E402
     ClusterConfig,
     Config,
@@ -57,8 +56,9 @@ from magpie_ray.config import (  # noqa: E402
 )
 from magpie_ray.engines.tokens import chat_prompt_ids, encode, load_tokenizer  # noqa: E402
 from magpie_ray.engines.vllm_engine import llm_kwargs, sampling_params  # noqa: E402
+from magpie_ray.families import templates  # noqa: E402
+from magpie_ray.steps.generate import generation as generate  # noqa: E402
 from magpie_ray.steps.generate import sampling  # noqa: E402
-from magpie_ray.steps.generate import step as generate  # noqa: E402
 from magpie_ray.steps.generate.seeds import make_seed_rows  # noqa: E402
 from magpie_ray.storage import RunStore  # noqa: E402
 

@@ -1,11 +1,15 @@
 """Closed choices of the config schema (`StrEnum`s: OmegaConf rejects an unknown value at compose
 time, listing the valid ones, and a member still equals its string), and `ConfigError`. A leaf
-module: it imports nothing of ours; `config` re-exports every name.
+module apart from the engine and export-format registries (leaves themselves); `config`
+re-exports every name.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+
+from .engines.registry import ENGINES
+from .export_formats import FORMATS
 
 
 class ConfigError(ValueError):
@@ -20,22 +24,18 @@ class Step(StrEnum):
     export = "export"
 
 
-class EngineKind(StrEnum):
-    vllm = "vllm"  # production: continuous batching, constrained decoding
-    hf = "hf"  # transformers: the fallback
+# One member per engine of the registry (`engines/registry.py`).
+EngineKind = StrEnum("EngineKind", [(name, name) for name in ENGINES])
+
+
+# One member per format of the registry (`export_formats.py`).
+ExportFormat = StrEnum("ExportFormat", [(name, name) for name in FORMATS])
 
 
 class JudgeTask(StrEnum):
     difficulty = "difficulty"
     quality = "quality"
     classification = "classification"
-
-
-class ExportFormat(StrEnum):
-    sharegpt = "sharegpt"
-    messages = "messages"
-    dpo = "dpo"
-    parquet = "parquet"
 
 
 class Mode(StrEnum):

@@ -42,7 +42,7 @@ class ModelConfig(ModelFields):
     """The generator: an aligned chat model and its template family."""
 
     name: str = "smollm2-135m-instruct"
-    family: str = "smollm2"  # a YAML in magpie_ray/templates/
+    family: str = "smollm2"  # a YAML in magpie_ray/families/shipped/
     max_model_len: int = 4096
     tensor_parallel_size: int = 1
     # Pipeline stages of one engine, across nodes: > 1 runs vLLM's `ray` executor, each engine
@@ -262,6 +262,10 @@ class TaggerModel(ModelFields):
     def recorded_name(self) -> str:
         return f"stand-in:{self.name}" if self.stand_in else self.name
 
+    def engines(self, key: str) -> list[tuple[str, Any, str]]:
+        """(config key, config, engine kind) of every model this tagger loads at `key`."""
+        return [(key, self, str(self.engine))]
+
 
 @dataclass
 class PreferenceRewardConfig(ModelFields):
@@ -301,6 +305,12 @@ class RewardConfig(TaggerModel):
     gpu_memory_utilization: float = 0.9  # vllm on GPU
     preference_min_margin: float = 0.0  # chosen - rejected reward must reach it
     preference: PreferenceRewardConfig = field(default_factory=PreferenceRewardConfig)
+
+    def engines(self, key: str) -> list[tuple[str, Any, str]]:
+        own = [(key, self, str(self.engine))]
+        if self.preference.path in (None, self.path):
+            return own
+        return [*own, (f"{key}.preference", self.preference, str(self.preference.engine))]
 
 
 @dataclass
@@ -342,6 +352,9 @@ class EmbedderConfig(TaggerModel):
     encode_batch_size: int = 64
     max_seq_length: int | None = None
 
+    def engines(self, key: str) -> list[tuple[str, Any, str]]:
+        return [(key, self, "sentence-transformers")]
+
 
 @dataclass
 class TagConfig:
@@ -359,7 +372,7 @@ class TagConfig:
 
 @dataclass
 class DedupConfig:
-    """Global near-duplicate search over instruction embeddings (magpie_ray/dedup.py)."""
+    """Global near-duplicate search over instruction embeddings (magpie_ray/near_duplicates.py)."""
 
     embedding_column: str = "embedding"  # list<float32>, L2-normalised; null = no embedding
     k: int = 500  # the reference's k-NN size: repeat_count is capped at k
@@ -412,7 +425,7 @@ class FilterConfig:
 
 @dataclass
 class ExportConfig:
-    """Files written from the selected rows under `<run>/exports/` (magpie_ray/export.py)."""
+    """Files written from the selected rows under `<run>/exports/` (`export_formats.py`)."""
 
     formats: list[ExportFormat] = field(default_factory=lambda: list(ExportFormat))
     include_embedding: bool = False  # keep the embedding column in the Parquet export

@@ -1,4 +1,5 @@
-"""The tag label sets (REFERENCE.md's, exactly), in rank order where they have one. Pure."""
+"""The tag label sets (the reference implementation's, exactly), in rank order where they have
+one. Pure."""
 
 from __future__ import annotations
 

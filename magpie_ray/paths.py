@@ -13,7 +13,7 @@ import importlib.util
 import re
 from pathlib import Path
 
-from .config import Config
+from .config import Config, ModelFields
 
 # A Hugging Face Hub id ("org/name"): only a cluster with Hub access can use one.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -45,24 +45,21 @@ def model_source(path: str) -> str:
 
 
 def resolve_paths(cfg: Config) -> Config:
-    """`cfg` with every model path resolved (see `resolve_model_path`); idempotent."""
+    """`cfg` with the path of every model config in it (any `ModelFields`, however deeply
+    nested: the generator, its responder and base model, every tagger and its own models)
+    resolved (see `resolve_model_path`); idempotent."""
+    return _resolved(cfg)
 
-    def resolved(model):
-        if model.path in (None, "", "???"):
-            return model
-        return dataclasses.replace(model, path=resolve_model_path(model.path))
 
-    generate = dataclasses.replace(
-        cfg.generate,
-        base=resolved(cfg.generate.base),
-        responder=resolved(cfg.generate.responder),
-    )
-    return dataclasses.replace(
-        cfg,
-        model=resolved(cfg.model),
-        generate=generate,
-        reward=resolved(cfg.reward),
-        guard=resolved(cfg.guard),
-        judge=resolved(cfg.judge),
-        embedder=resolved(cfg.embedder),
-    )
+def _resolved(obj):
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        return obj
+    changes = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        new = _resolved(value)
+        if f.name == "path" and isinstance(obj, ModelFields) and value not in (None, "", "???"):
+            new = resolve_model_path(value)
+        if new is not value:
+            changes[f.name] = new
+    return dataclasses.replace(obj, **changes) if changes else obj

@@ -1,4 +1,4 @@
-"""run(cfg): the Magpie data path, one step after another (DESIGN.md's figure).
+"""run(cfg): the Magpie data path, one step after another (docs/architecture.md's figure).
 
     preflight   config, template family and tokenizers checked before any model loads
     generate    pre-query -> instruction -> response       (generated/)
@@ -21,14 +21,14 @@ from dataclasses import dataclass
 
 from . import cluster, console
 from .config import Config, ConfigError
-from .export import ExportStats
+from .export_writer import ExportStats
 from .paths import resolve_paths
 from .preflight import Preflight, check_resources, preflight
 from .report import RunSummary, invocation_lines, summarize
 from .run_report import write_report
 from .steps import dedup, export, select, stream
-from .steps.generate import step as generate
-from .steps.tag import step as tag
+from .steps import tagging as tag
+from .steps.generate import generation as generate
 from .storage import RunStore, unwritable
 
 log = logging.getLogger(__name__)

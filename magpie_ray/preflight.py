@@ -12,11 +12,12 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 
-from . import templates
 from .config import Config, ConfigError
+from .engines.registry import ENGINES
+from .families import templates
+from .families.prepare import prepare_generator_family, prepare_responder_family
 from .paths import model_source
-from .steps.generate.chat_model import prepare_generator_family, prepare_responder_family
-from .steps.tag.registry import enabled_model_taggers
+from .taggers.registry import enabled_model_taggers
 from .validation import validate_static
 
 
@@ -50,13 +51,18 @@ def _tokenizer(path: str, trust_remote_code: bool):
 
 def check_generator(cfg: Config, result: Preflight) -> None:
     """The generator's family, engine and tokenizer (the generate step's model only)."""
-    if cfg.engine.kind == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise ConfigError("engine=vllm but vllm is not installed here: install it or use engine=hf")
+    package = ENGINES[str(cfg.engine.kind)].package
+    if importlib.util.find_spec(package) is None:
+        others = [k for k, i in ENGINES.items() if importlib.util.find_spec(i.package) is not None]
+        raise ConfigError(
+            f"engine={cfg.engine.kind} but {package} is not installed here: install it or use"
+            f" engine={' or engine='.join(others)}"
+        )
     local = model_source(cfg.model.path) == "local"
     tokenizer = _tokenizer(cfg.model.path, cfg.model.trust_remote_code) if local else None
     try:
         if tokenizer is None:  # a Hub id: the family alone (its tokenizer is on the cluster)
-            from .steps.generate.chat_model import resolve_family, thinking_mode
+            from .families.prepare import resolve_family, thinking_mode
 
             family = resolve_family(
                 templates.load_family(cfg.model.family, cfg.template_dirs), cfg.generate
@@ -108,13 +114,11 @@ def check_responder(cfg: Config, result: Preflight) -> None:
 def check_tagger_tokenizers(cfg: Config, result: Preflight) -> None:
     """Tagging models that render chats need a chat template: checked on their tokenizers."""
     models = [
-        (tagger.name, getattr(cfg, tagger.name))
+        (key, model)
         for tagger in enabled_model_taggers(cfg)
         if tagger.needs_chat_template
+        for key, model, _ in getattr(cfg, tagger.name).engines(tagger.name)
     ]
-    pref = cfg.reward.preference
-    if cfg.reward.enabled and pref.path not in (None, cfg.reward.path):
-        models.append(("reward.preference", pref))
     for key, model in models:
         if model_source(model.path) != "local":
             continue

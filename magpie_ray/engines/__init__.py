@@ -1,9 +1,14 @@
-"""Engines: one small interface over vLLM (production) and HF transformers (fallback).
+"""Engines: every model load of the project, behind small interfaces.
 
-`base.py` holds the interface (`SamplingSpec`, `Completion`, `Engine`, `EngineSettings`) and the
-background thread both engines share; `tokens.py` the tokenizer helpers; `load_engine` picks the
-implementation. `import vllm` happens only in `vllm_engine`, so this package imports without
-vLLM. Engines know nothing of templates, rows or steps.
+`registry.py` lists the engine kinds (vLLM for production, HF transformers as the fallback);
+`base.py` holds the generation interface (`SamplingSpec`, `Completion`, `Engine`,
+`EngineSettings`) and the background thread both engines share; `vllm_engine.py` and
+`hf_engine.py` implement it; `tokens.py` holds tokenizer helpers; `scorers.py` the reward
+models (transformers or vLLM's pooling runner); `embedder.py` the embedding model;
+`lifecycle.py` an engine's settings, start and death inside an actor. `load_engine` and
+`start_model` (here) start any of them within a timeout. vLLM is imported only inside these
+modules' functions, so the package imports without it. Engines know nothing of templates, rows
+or steps.
 """
 
 from __future__ import annotations
@@ -16,11 +21,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TypeVar
 
 from .base import Engine, EngineSettings
+from .registry import ENGINES
 
-ENGINES = {
-    "vllm": ("vllm_engine", "VLLMEngine"),
-    "hf": ("hf_engine", "HFEngine"),
-}
 T = TypeVar("T")
 
 
@@ -73,10 +75,10 @@ def load_engine(settings: EngineSettings, key: str = "engine", timeout_key: str 
 
     if settings.kind not in ENGINES:
         raise ValueError(f"unknown engine kind {settings.kind!r}; valid: {list(ENGINES)}")
-    module, name = ENGINES[settings.kind]
+    info = ENGINES[settings.kind]
 
     def start() -> Engine:
-        return getattr(importlib.import_module(f".{module}", __name__), name)(settings)
+        return getattr(importlib.import_module(f".{info.module}", __name__), info.engine)(settings)
 
     return start_model(
         key, settings.kind, settings.model_path, start, settings.start_timeout_s, timeout_key

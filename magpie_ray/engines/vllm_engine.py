@@ -4,7 +4,7 @@ Requests from any thread join the running batch at the next step (vLLM's continu
 each with its own SamplingParams (per-row seeds). The model input is the caller's token ids.
 
 A dead engine core fails every request and sets `failure` (then the actor holding the engine
-exits, see `steps/actor_pools.exit_if_engine_died`): in its own process
+exits, see `lifecycle.exit_if_engine_died`): in its own process
 (VLLM_ENABLE_V1_MULTIPROCESSING=1, vLLM's default, GPUs) vLLM raises `EngineDeadError` once the
 process is gone; in this process (our CPU setting) any error out of a step is the core's.
 """
@@ -186,3 +186,10 @@ class VLLMEngine(BackgroundEngine):
                 dataclasses.replace(first, samples=samples) if len(samples) > 1 else first
             )
         return bool(self._futures)
+
+
+def engine_arg_names() -> list[str]:
+    """Every engine argument the installed vLLM knows (its `EngineArgs` fields), sorted."""
+    from vllm.engine.arg_utils import EngineArgs
+
+    return sorted(f.name for f in dataclasses.fields(EngineArgs))

@@ -111,7 +111,7 @@ def dedup_run(run_uri: str, cfg: DedupConfig) -> DedupStats:
 
 
 def _dedup(store: RunStore, parts: list[str], cfg: DedupConfig) -> DedupStats:
-    from ..dedup import find_near_duplicates  # faiss loads only where the step runs
+    from ..near_duplicates import find_near_duplicates  # faiss loads only where the step runs
 
     started = time.perf_counter()
     target = store.kept_dir(STEP)

@@ -1,4 +1,5 @@
-"""Export step: the selected rows as SFT / preference files (formats: `magpie_ray/export.py`).
+"""Export step: the selected rows as SFT / preference files (`export_formats.py`, written by
+`export_writer.py`).
 
 Reads the `selected/` parts (after a finished select step) one at a time, in output order, and
 writes the `exports/` files as it goes (export.write_exports), so the driver never holds the
@@ -16,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..config import ConfigError
-from ..export import EXPORT_DIR, ExportStats, Parts, write_exports
+from ..export_writer import EXPORT_DIR, ExportStats, Parts, write_exports
 from ..storage import RunStore
 
 INPUT_STEP = "select"

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..config import ConfigError, FilterConfig
-from ..select import select_parts
+from ..selection import select_parts
 from ..storage import DROPPED_SCHEMA, RunStore
 
 STEP = "select"

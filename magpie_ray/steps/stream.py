@@ -31,11 +31,11 @@ import threading
 import time
 
 from ..progress import Progress
+from ..taggers.registry import enabled_model_taggers
 from .actor_pools import engine_failures
-from .generate.step import generate_stage
-from .tag.registry import enabled_model_taggers
-from .tag.step import STEP as TAG_STEP
-from .tag.step import tag_stages
+from .generate.generation import generate_stage
+from .tagging import STEP as TAG_STEP
+from .tagging import tag_stages
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ from collections import Counter
 from pathlib import Path
 
 from magpie_ray.assets import build_reward_stand_in
-from magpie_ray.steps.tag import judge
+from magpie_ray.taggers import judge
 from tests.conftest import CACHE
 from tests.e2e.test_smollm2 import LEAKS
 from tests.helpers import read_parts, run_uuids
 
 REPO = Path(__file__).resolve().parents[2]
-N = 12
+N = 8
 # What a run's console must never show (each went there before issue 32): Ray's token-auth
 # advice, its C++ core worker's note on actor arguments, torch's Triton notice from each actor.
 NOISE = ("Token authentication is enabled", "core_worker.cc", "Triton not available")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from magpie_ray.config import DedupConfig
-from magpie_ray.dedup import find_near_duplicates, gpu_available
+from magpie_ray.near_duplicates import find_near_duplicates, gpu_available
 from tests.unit.test_dedup import _planted
 
 pytestmark = pytest.mark.gpu

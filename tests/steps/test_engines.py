@@ -6,7 +6,7 @@ import pytest
 
 from magpie_ray.engines.base import SamplingSpec
 from magpie_ray.engines.tokens import chat_prompt_ids, encode
-from magpie_ray.templates import load_family, render_pre_query, stop_token_ids_for
+from magpie_ray.families.templates import load_family, render_pre_query, stop_token_ids_for
 from magpie_ray.testing import TOPICS
 
 KINDS = ["vllm", "hf"]

@@ -4,10 +4,10 @@ import pyarrow as pa
 import pytest
 
 from magpie_ray.config import GenerateConfig, InstructionSampling, ResponseSampling
+from magpie_ray.families.templates import load_family
 from magpie_ray.steps.generate.row_pool import generate_rows
 from magpie_ray.steps.generate.schema import GENERATED_SCHEMA
 from magpie_ray.steps.generate.seeds import make_seed_rows
-from magpie_ray.templates import load_family
 
 SPECIAL = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
 
@@ -82,7 +82,7 @@ def test_same_seeds_same_rows(engines):
 def test_a_restarted_actor_never_rewrites_rows_already_in_the_run(tiny_model_path, tmp_path):
     """A call retried after an actor crash can hold rows another call already wrote (rows go
     back in the order they finish, whichever call brought them): they are skipped."""
-    from magpie_ray.steps.generate.step import GenerateActor, settings_from
+    from magpie_ray.steps.generate.generation import GenerateActor, settings_from
     from tests.helpers import run_uuids, tiny_config
 
     cfg = tiny_config(tiny_model_path, tmp_path, engine="hf", run_name="retry")

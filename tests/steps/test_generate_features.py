@@ -17,6 +17,7 @@ from magpie_ray.config import (
     ResponseSampling,
 )
 from magpie_ray.engines.base import Completion
+from magpie_ray.families.templates import TemplateError, load_family
 from magpie_ray.steps.generate.row_pool import generate_rows
 from magpie_ray.steps.generate.sampling import (
     banned_first_token_ids,
@@ -25,7 +26,6 @@ from magpie_ray.steps.generate.sampling import (
 )
 from magpie_ray.steps.generate.schema import GENERATED_SCHEMA
 from magpie_ray.steps.generate.seeds import make_seed_rows
-from magpie_ray.templates import TemplateError, load_family
 from magpie_ray.testing import ASKS
 
 # The words the tiny model opens every instruction with (see magpie_ray.testing.ASKS).
@@ -309,7 +309,8 @@ def test_a_failed_follow_up_ends_the_conversation_but_keeps_the_row(engines):
 
 def test_base_model_answers_every_kept_row(engines):
     from magpie_ray.engines.base import SamplingSpec
-    from magpie_ray.steps.generate.base_answers import BaseAnswerer, load_examples
+    from magpie_ray.steps.generate.base_answers import BaseAnswerer
+    from magpie_ray.urial import load_examples
 
     # The tiny chat model on the HF engine stands in for a base model.
     base = BaseAnswerer(

@@ -10,12 +10,13 @@ import pyarrow as pa
 import pytest
 
 from magpie_ray.config import GuardConfig, RewardConfig
+from magpie_ray.engines.scorers import HFRewardScorer
+from magpie_ray.steps import tagging as tag
 from magpie_ray.steps.generate.schema import GENERATED_SCHEMA
-from magpie_ray.steps.tag import judge
-from magpie_ray.steps.tag import step as tag
-from magpie_ray.steps.tag.reward import RewardScorer, load_scorer
-from magpie_ray.steps.tag.safety import SafetyTagger
 from magpie_ray.storage import RunStore
+from magpie_ray.taggers import judge
+from magpie_ray.taggers.reward import load_scorer
+from magpie_ray.taggers.safety import SafetyTagger
 from tests.actor_kills import BackgroundRun, kill_at, rows_on_disk
 from tests.helpers import (
     QUESTIONS,
@@ -143,8 +144,8 @@ def test_batched_reward_scores_equal_one_at_a_time(tiny_reward_path):
         [{"role": "user", "content": q}, {"role": "assistant", "content": "Sure. " * (i + 1)}]
         for i, q in enumerate(QUESTIONS)
     ]
-    batched = RewardScorer(str(tiny_reward_path), max_length=256, micro_batch_size=8)
-    single = RewardScorer(str(tiny_reward_path), max_length=256, micro_batch_size=1)
+    batched = HFRewardScorer(str(tiny_reward_path), max_length=256, micro_batch_size=8)
+    single = HFRewardScorer(str(tiny_reward_path), max_length=256, micro_batch_size=1)
     assert batched.score(conversations) == pytest.approx(single.score(conversations), abs=1e-4)
 
 
@@ -152,9 +153,9 @@ def test_conversations_are_truncated_to_the_reward_models_own_length(tiny_reward
     """reward.max_length above the model's 2,048 positions: truncation stops at the model's."""
     long = [{"role": "user", "content": "Tell me everything. " * 600}]
     long.append({"role": "assistant", "content": "Fine."})
-    scorer = RewardScorer(str(tiny_reward_path), max_length=100_000, micro_batch_size=2)
+    scorer = HFRewardScorer(str(tiny_reward_path), max_length=100_000, micro_batch_size=2)
     assert scorer.max_length == 2048
-    fitted = RewardScorer(str(tiny_reward_path), max_length=2048, micro_batch_size=2)
+    fitted = HFRewardScorer(str(tiny_reward_path), max_length=2048, micro_batch_size=2)
     assert scorer.score([long]) == pytest.approx(fitted.score([long]), abs=1e-5)
 
 
@@ -167,8 +168,8 @@ def test_out_of_memory_splits_the_micro_batch_and_scores_every_row(tiny_reward_p
         [{"role": "user", "content": q}, {"role": "assistant", "content": "Sure. " * (i + 1)}]
         for i, q in enumerate(QUESTIONS)
     ]
-    single = RewardScorer(str(tiny_reward_path), max_length=256, micro_batch_size=1)
-    scorer = RewardScorer(str(tiny_reward_path), max_length=256, micro_batch_size=8)
+    single = HFRewardScorer(str(tiny_reward_path), max_length=256, micro_batch_size=1)
+    scorer = HFRewardScorer(str(tiny_reward_path), max_length=256, micro_batch_size=8)
     shapes = []
     budget = 128
 
@@ -233,7 +234,7 @@ def test_vllm_pooling_reward_equals_transformers(tiny_reward_path):
 def test_multi_turn_rows_score_the_first_turn_and_every_turn(tiny_reward_path):
     """instruct_reward is the first turn's score (comparable with base_reward of the same
     instruction); turn_rewards holds one score per turn, the conversation up to its answer."""
-    from magpie_ray.steps.tag.reward import RewardTagger
+    from magpie_ray.taggers.reward import RewardTagger
 
     turns = [
         ("human", "What is rain?"),
@@ -251,7 +252,7 @@ def test_multi_turn_rows_score_the_first_turn_and_every_turn(tiny_reward_path):
     )
     config = RewardConfig(path=str(tiny_reward_path), name="tiny", max_length=256)
     out = RewardTagger(config).__call__(batch).to_pylist()
-    scorer = RewardScorer(str(tiny_reward_path), max_length=256, micro_batch_size=1)
+    scorer = HFRewardScorer(str(tiny_reward_path), max_length=256, micro_batch_size=1)
     msgs = [{"role": "user" if f == "human" else "assistant", "content": v} for f, v in turns]
     first, whole, base = scorer.score(
         [msgs[:2], msgs, [msgs[0], {"role": "assistant", "content": "Rain is wet."}]]
@@ -270,7 +271,7 @@ def test_preference_samples_are_scored_by_their_own_model(tiny_model_path, tiny_
     instruct_reward stays the reward model's. Pointing both at one path loads one model."""
     from magpie_ray.assets import build_reward_stand_in
     from magpie_ray.config import PreferenceRewardConfig
-    from magpie_ray.steps.tag.reward import RewardTagger
+    from magpie_ray.taggers.reward import RewardTagger
 
     other = build_reward_stand_in(
         tiny_model_path, tiny_reward_path.parent / (tiny_reward_path.name + "-seed7"), seed=7
@@ -289,8 +290,10 @@ def test_preference_samples_are_scored_by_their_own_model(tiny_model_path, tiny_
         [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": t}]
         for t in batch.column("responses")[0].as_py()
     ]
-    theirs = RewardScorer(str(other), max_length=4096, micro_batch_size=1).score(messages)
-    ours = RewardScorer(str(tiny_reward_path), max_length=4096, micro_batch_size=1).score(messages)
+    theirs = HFRewardScorer(str(other), max_length=4096, micro_batch_size=1).score(messages)
+    ours = HFRewardScorer(str(tiny_reward_path), max_length=4096, micro_batch_size=1).score(
+        messages
+    )
     assert row["rewards"] == pytest.approx(theirs, abs=1e-4)
     assert theirs != pytest.approx(ours, abs=1e-3), "two models must score differently"
     assert row["preference_reward_model"] == "other-rm" and row["reward_model"] == "rm"
@@ -310,7 +313,7 @@ def test_preference_samples_are_scored_by_their_own_model(tiny_model_path, tiny_
 _REWARD_ACTOR = """
 import sys
 from magpie_ray.config import RewardConfig
-from magpie_ray.steps.tag.reward import RewardTagger
+from magpie_ray.taggers.reward import RewardTagger
 from tests.helpers import generated_rows
 import pyarrow as pa
 

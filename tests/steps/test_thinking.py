@@ -10,11 +10,11 @@ import pytest
 from magpie_ray.config import GenerateConfig, InstructionSampling, ResponseSampling
 from magpie_ray.engines import load_engine
 from magpie_ray.engines.base import EngineSettings
+from magpie_ray.families.templates import TemplateError, load_family
 from magpie_ray.steps.generate.chat_model import chat_model
 from magpie_ray.steps.generate.row_pool import generate_rows
 from magpie_ray.steps.generate.schema import GENERATED_SCHEMA
 from magpie_ray.steps.generate.seeds import make_seed_rows
-from magpie_ray.templates import TemplateError, load_family
 
 MARKERS = ("<think>", "</think>")
 

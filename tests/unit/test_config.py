@@ -11,8 +11,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from magpie_ray.config import Config, ConfigError, register
+from magpie_ray.families.templates import BUILTIN_DIR as TEMPLATES
 from magpie_ray.preflight import check_resources, preflight
-from magpie_ray.templates import BUILTIN_DIR as TEMPLATES
 from magpie_ray.validation import advice, validate_static
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -423,8 +423,8 @@ def test_extra_engine_kwargs_are_checked_against_the_installed_vllm():
 
 def test_extra_engine_kwargs_reach_vllm_and_win_over_ours():
     from magpie_ray.engines.base import EngineSettings
+    from magpie_ray.engines.lifecycle import engine_settings
     from magpie_ray.engines.vllm_engine import llm_kwargs
-    from magpie_ray.steps.actor_pools import engine_settings
 
     cfg = _compose("+engine.extra_kwargs.max_num_batched_tokens=4096")
     settings = engine_settings(cfg.engine.kind, cfg.model, cfg.engine, 0)
@@ -440,8 +440,8 @@ def test_quiet_actors_turn_off_vllms_own_loading_bar(monkeypatch):
     from vllm.engine.arg_utils import EngineArgs
 
     from magpie_ray.console import QUIET_ACTOR_ENV
+    from magpie_ray.engines.lifecycle import engine_settings
     from magpie_ray.engines.vllm_engine import llm_kwargs
-    from magpie_ray.steps.actor_pools import engine_settings
 
     cfg = _compose()
     settings = engine_settings(cfg.engine.kind, cfg.model, cfg.engine, 0)
@@ -462,8 +462,8 @@ def test_pipeline_parallelism_runs_vllms_ray_executor_on_exactly_its_gpus():
 
     from vllm.engine.arg_utils import EngineArgs
 
+    from magpie_ray.engines.lifecycle import engine_settings
     from magpie_ray.engines.vllm_engine import llm_kwargs
-    from magpie_ray.steps.actor_pools import engine_settings
 
     args = (
         "model.tensor_parallel_size=8",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from magpie_ray.config import DedupConfig
-from magpie_ray.dedup import find_near_duplicates, plan_index
+from magpie_ray.near_duplicates import find_near_duplicates, plan_index
 
 DIM = 32
 
@@ -149,7 +149,7 @@ def test_knn_search_used_on_gpus_agrees_with_the_blas_search():
     """The gpu-knn plan's k-NN bookkeeping, run here on a CPU faiss index."""
     import faiss
 
-    from magpie_ray.dedup import knn_blocks
+    from magpie_ray.near_duplicates import knn_blocks
 
     uuids, vectors = _planted()
     order = np.argsort(uuids)

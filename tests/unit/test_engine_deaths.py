@@ -2,6 +2,7 @@
 its `start_timeout_s` fails like any start failure (the engines here are stand-ins; the
 real engines and actors: tests/e2e/test_engine_failures.py)."""
 
+import dataclasses
 import logging
 import sys
 import threading
@@ -9,11 +10,10 @@ import types
 
 import pytest
 
-from magpie_ray.engines import ENGINES, EngineStartError, load_engine, start_model
+from magpie_ray.engines import ENGINES, EngineStartError, lifecycle, load_engine, start_model
 from magpie_ray.engines.base import BackgroundEngine, Completion, EngineSettings, SamplingSpec
-from magpie_ray.steps import actor_pools
-from magpie_ray.steps.actor_pools import engine_death_exits
-from magpie_ray.steps.generate.step import TIMEOUT_KEY
+from magpie_ray.engines.lifecycle import engine_death_exits
+from magpie_ray.steps.generate.generation import TIMEOUT_KEY
 
 SPEC = SamplingSpec(temperature=0.0, max_tokens=4)
 
@@ -67,7 +67,7 @@ def exits(monkeypatch):
         codes.append(code)
         raise Exited
 
-    monkeypatch.setattr(actor_pools.os, "_exit", fake_exit)
+    monkeypatch.setattr(lifecycle.os, "_exit", fake_exit)
     return codes
 
 
@@ -113,7 +113,8 @@ def test_a_start_that_runs_over_start_timeout_s_is_a_start_failure_naming_the_ke
     module = types.ModuleType("magpie_ray.engines.slow_stand_in")
     module.SlowEngine = SlowEngine
     monkeypatch.setitem(sys.modules, module.__name__, module)
-    monkeypatch.setitem(ENGINES, "slow", ("slow_stand_in", "SlowEngine"))
+    slow = dataclasses.replace(ENGINES["hf"], module="slow_stand_in", engine="SlowEngine")
+    monkeypatch.setitem(ENGINES, "slow", slow)
     settings = EngineSettings(kind="slow", model_path="/models/x", start_timeout_s=0.2)
     try:
         # The generate step's engines share engine.start_timeout_s; a tagger has its own.

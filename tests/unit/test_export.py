@@ -8,7 +8,8 @@ import pytest
 from datasets import load_dataset
 
 from magpie_ray.config import ExportConfig
-from magpie_ray.export import FILES, write_exports
+from magpie_ray.export_formats import FILES
+from magpie_ray.export_writer import write_exports
 from magpie_ray.storage import RunStore
 from tests.helpers import tagged_rows, tagged_table
 
@@ -69,7 +70,7 @@ def test_dpo_has_prompt_chosen_rejected_for_rows_with_a_pair(exported):
     ds = _load(exports, FILES["dpo"])
     with_pair = [r for r in rows if r["chosen"] is not None]
     assert ds.num_rows == len(with_pair) == stats.files["dpo.jsonl"]
-    assert stats.rows_without_pair == ROWS - len(with_pair)
+    assert stats.left_out["dpo.jsonl"] == ROWS - len(with_pair)
     assert ds.column_names == ["uuid", "prompt", "chosen", "rejected"]
     first = ds[0]
     assert first["prompt"] == [{"role": "user", "content": with_pair[0]["instruction"]}]

@@ -149,7 +149,7 @@ def test_export_runs_after_select_and_skips_when_done(run, tmp_path):
     kept = select_step.run_step(cfg, store).kept
     stats = export.run_step(cfg, store)
     assert stats.rows == kept and stats.files["sharegpt.jsonl"] == kept
-    assert stats.files["dpo.jsonl"] + stats.rows_without_pair == kept
+    assert stats.files["dpo.jsonl"] + stats.left_out["dpo.jsonl"] == kept
     exports = tmp_path / "steps" / "exports"
     assert pq.read_table(exports / "data.parquet").num_rows == kept
     again = export.run_step(cfg, store)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from magpie_ray.steps.generate.chat_model import check_harmony_family
-from magpie_ray.template_checks import validate_against_tokenizer
-from magpie_ray.templates import (
+from magpie_ray.families.checks import validate_against_tokenizer
+from magpie_ray.families.prepare import check_harmony_family
+from magpie_ray.families.templates import (
     TemplateMismatchError,
     list_families,
     load_family,

@@ -17,8 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from magpie_ray.config import Condition, ExportConfig, FilterConfig
-from magpie_ray.export import FORMATS, JSONL_COLUMNS, REASONING_COLUMNS, Parts, write_exports
-from magpie_ray.select import select_parts, select_rows
+from magpie_ray.export_formats import FORMATS
+from magpie_ray.export_writer import JSONL_COLUMNS, REASONING_COLUMNS, Parts, write_exports
+from magpie_ray.selection import select_parts, select_rows
 from magpie_ray.steps import select as select_step
 from magpie_ray.storage import RunStore, part_name
 from tests.helpers import tagged_rows, tagged_table
@@ -122,7 +123,7 @@ def test_the_select_step_on_part_files_equals_select_rows(tmp_path, name):
 
 
 # The export as it was before it went part by part: every selected row in one table, every
-# row a Python dict (commit c8b1802, magpie_ray/export.py). The oracle for the tests below.
+# row a Python dict (commit c8b1802, magpie_ray/export_formats.py). The oracle for the tests below.
 def _old_write_exports(root: str, table: pa.Table, cfg: ExportConfig) -> None:
     keys = [(k, "ascending") for k in ("index", "uuid") if k in table.column_names]
     table = table.sort_by(keys) if keys else table
@@ -240,7 +241,7 @@ def test_export_part_by_part_writes_the_bytes_the_whole_table_export_wrote(
             assert pq.read_table(new / file).equals(pq.read_table(old / file), check_metadata=True)
             assert pq.ParquetFile(new / file).metadata.num_row_groups > 1
     assert stats.rows == 90
-    assert stats.rows_without_pair == 90 - stats.files["dpo.jsonl"] > 0
+    assert stats.left_out["dpo.jsonl"] == 90 - stats.files["dpo.jsonl"] > 0
     if config == "everything":
         names = pq.read_schema(new / "data.parquet").names
         assert {"instruction_2", "rewards_armorm", "response_reasoning"} <= set(names)

@@ -5,8 +5,8 @@ import datetime
 
 import pytest
 
-from magpie_ray import harmony
-from magpie_ray.reasoning import Reasoned, split_reasoning
+from magpie_ray.families import harmony
+from magpie_ray.families.reasoning import Reasoned, split_reasoning
 
 
 @pytest.mark.parametrize(

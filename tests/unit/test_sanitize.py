@@ -189,7 +189,7 @@ def test_reference_rules_follow_the_family():
 
 
 def test_the_families_whose_scripts_sanitize_use_the_reference_rule_by_default():
-    from magpie_ray.templates import list_families, load_family
+    from magpie_ray.families.templates import list_families, load_family
 
     reference = {n for n in list_families() if load_family(n).sanitizer == "reference"}
     assert reference == {"llama3.1", "llama3.3", "gemma2"}

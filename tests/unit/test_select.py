@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from magpie_ray.config import Condition, ConfigError, FilterConfig
-from magpie_ray.select import BELOW_TOP_K, TRUNCATED, filter_problems, select_rows
+from magpie_ray.selection import BELOW_TOP_K, TRUNCATED, filter_problems, select_rows
 
 PRESETS = Path(__file__).resolve().parents[2] / "conf" / "filter"
 

@@ -5,9 +5,9 @@ import pyarrow as pa
 
 from magpie_ray.pipeline import incomplete_reason
 from magpie_ray.report import format_summary, summarize
+from magpie_ray.steps.generate.generation import StepStats
 from magpie_ray.steps.generate.schema import GENERATED_SCHEMA
-from magpie_ray.steps.generate.step import StepStats
-from magpie_ray.steps.tag.step import TagStats
+from magpie_ray.steps.tagging import TagStats
 from magpie_ray.storage import DROPPED_SCHEMA, RunStore, part_name
 
 

@@ -11,10 +11,11 @@ import pytest
 from magpie_ray.columns import append_errors, conform, set_columns
 from magpie_ray.config import Config, ConfigError
 from magpie_ray.conversations import to_messages
-from magpie_ray.steps.tag import judge, reward, safety
-from magpie_ray.steps.tag.registry import TAG_FIELDS
-from magpie_ray.steps.tag.step import drop_done
-from magpie_ray.steps.tag.text_tags import detect_language
+from magpie_ray.engines import scorers
+from magpie_ray.steps.tagging import drop_done
+from magpie_ray.taggers import judge, reward, safety
+from magpie_ray.taggers.registry import TAG_FIELDS
+from magpie_ray.taggers.text_tags import detect_language
 from magpie_ray.validation import validate_static
 
 
@@ -165,14 +166,14 @@ def test_no_preference_pair_says_why(responses, rewards, margin, reason):
 
 def test_micro_batches_group_similar_lengths_and_cover_every_index():
     lengths = [50, 3, 40, 4, 41, 5]
-    groups = reward.micro_batches(lengths, 2)
+    groups = scorers.micro_batches(lengths, 2)
     assert groups == [[1, 3], [5, 2], [4, 0]]
     assert sorted(i for g in groups for i in g) == list(range(6))
 
 
 def test_micro_batches_keep_padded_tokens_under_the_budget():
     lengths = [10, 10, 10, 10, 30, 30, 100]
-    groups = reward.micro_batches(lengths, 8, max_tokens=60)
+    groups = scorers.micro_batches(lengths, 8, max_tokens=60)
     assert groups == [[0, 1, 2, 3], [4, 5], [6]]  # 40, 60 padded tokens; 100 alone
     for group in groups[:-1]:
         assert len(group) * max(lengths[i] for i in group) <= 60

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from magpie_ray.engines.tokens import chat_prompt_ids
-from magpie_ray.template_checks import validate_against_tokenizer
-from magpie_ray.templates import (
+from magpie_ray.families.checks import validate_against_tokenizer
+from magpie_ray.families.templates import (
     Family,
     TemplateError,
     TemplateMismatchError,
@@ -38,7 +38,7 @@ VICUNA_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
-# Written out independently of the YAML files, from the REFERENCE.md table.
+# Written out independently of the YAML files, from the Magpie paper's and code's table.
 GOLDEN_PRE_QUERIES = {
     "llama3": "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n",
     "llama3.1": (
@@ -66,7 +66,7 @@ GOLDEN_PRE_QUERIES = {
     "vicuna": "<s>" + VICUNA_SYSTEM + "\n\nUSER: ",
     "yi": "<|startoftext|><|im_start|>user\n",
     "deepseek-coder-v2": "<｜begin▁of▁sentence｜>User: ",
-    # families newer than the reference (REFERENCE.md, "Families newer than the reference")
+    # families newer than the reference implementation
     "qwen3": "<|im_start|>user\n",
     "qwen3-instruct-2507": "<|im_start|>user\n",
     "gemma3": "<bos><start_of_turn>user\n",

@@ -17,9 +17,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from ... import templates
 from ...config import GenerateConfig
 from ...engines.base import Engine
+from ...families import templates
 from .base_answers import BaseAnswerer
 from .chat_model import ChatModel, chat_model
 from .rows import RowSteps, batch_result, generate_row, row_context

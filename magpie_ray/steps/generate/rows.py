@@ -42,7 +42,7 @@ from ...config import GenerateConfig
 from ...conversations import to_turns
 from ...engines.base import Completion, SamplingSpec
 from ...engines.tokens import decode
-from ...reasoning import Reasoned
+from ...families.reasoning import Reasoned
 from ...sanitize import sanitize_instruction
 from ...sanitize_reference import reference_truncate, variant_for
 from .base_answers import BaseAnswerer

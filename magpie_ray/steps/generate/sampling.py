@@ -12,9 +12,9 @@ import dataclasses
 import weakref
 from collections.abc import Sequence
 
-from ... import templates
 from ...config import GenerateConfig
 from ...engines.base import SamplingSpec
+from ...families import templates
 
 
 def instruction_specs(

@@ -20,10 +20,10 @@ import uuid
 from collections.abc import Sequence
 
 from ...config import GenerateConfig
+from ...families.templates import DEFAULT_SYSTEM_PROMPT
 
 # Fixed namespace so that uuids are stable across machines and versions.
 MAGPIE_NAMESPACE = uuid.UUID("6d61676e-6965-7261-792d-6d6167706965")
-DEFAULT_SYSTEM_PROMPT = "default"  # mixture key of the family's own pre-query
 # Two badly approximable irrationals, so that the domain and grid sequences are not in lockstep.
 _GOLDEN = (math.sqrt(5) - 1) / 2
 _SILVER = math.sqrt(2) - 1

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from ...columns import append_errors, set_columns
-from ...config import GuardConfig
-from ...conversations import pair_messages
-from ...engines.base import SamplingSpec
-from ...engines.tokens import chat_prompt_ids
-from ..actor_pools import engine_death_exits, load_tagger_engine
-from .spec import Tagger
+from ..columns import append_errors, set_columns
+from ..config import GuardConfig
+from ..conversations import pair_messages
+from ..engines.base import SamplingSpec
+from ..engines.lifecycle import engine_death_exits, load_tagger_engine
+from ..engines.tokens import chat_prompt_ids
+from .spec import Tagger, generative_problems
 
 COLUMNS = {
     "llama_guard_2": pa.string(),
@@ -140,4 +140,5 @@ TAGGER = Tagger(
     needs_chat_template=True,
     label_columns=("safety",),
     model_column="safety_model",
+    check=generative_problems,
 )

@@ -2,7 +2,7 @@
 
 Magpie samples instructions by handing an aligned chat model only the start of a user turn (the
 "pre-query"), e.g. `<|begin_of_text|><|start_header_id|>user<|end_header_id|>\\n\\n` for Llama-3.
-One YAML file per model family under `magpie_ray/templates/` holds that text, the strings and
+One YAML file per model family under `magpie_ray/families/shipped/` holds that text, the strings and
 token ids that end the sampled instruction, optional system-prompt variants and the text that
 starts a follow-up user turn. Adding a family needs only a YAML file (see `llama3.yaml`).
 
@@ -21,7 +21,7 @@ Contract:
   config.InstructionSampling).
 - Optional `chat_template` (Jinja) is used only by a tokenizer that ships none (Vicuna's);
   `fit_chat_template` installs it before validation, so it is checked like a tokenizer's own.
-- `template_checks.validate_against_tokenizer` runs before any model loads and raises
+- `checks.validate_against_tokenizer` runs before any model loads and raises
   `TemplateError` (or its subclass `TemplateMismatchError`) with the fix in the message. A family
   text that differs from the chat template's rendering only in ways the tokenizer erases (same
   token ids) is accepted, because the model sees the same input; so is a deliberate difference
@@ -52,7 +52,7 @@ from typing import Any
 
 import yaml
 
-BUILTIN_DIR = Path(__file__).with_name("templates")
+BUILTIN_DIR = Path(__file__).with_name("shipped")
 SYSTEM_PROMPT_PLACEHOLDER = "{system_prompt}"
 
 # No surrounding whitespace: some chat templates `| trim` message content.
@@ -80,6 +80,7 @@ TODAY_PLACEHOLDER = "{today}"
 RENDERERS = ("chat_template", "harmony")
 _FAMILY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 FIX = "Fix: edit the family's YAML file or pick another `model.family`."
+DEFAULT_SYSTEM_PROMPT = "default"  # the domain mixture's key for the family's own pre-query
 
 
 class TemplateError(ValueError):

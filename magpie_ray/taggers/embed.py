@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from ...columns import set_columns
-from ...config import EmbedderConfig
+from ..columns import set_columns
+from ..config import EmbedderConfig
+from ..engines.embedder import load_embedder
 from .spec import Tagger
 
 COLUMNS = {"embedding": pa.list_(pa.float32()), "embedding_model": pa.string()}
@@ -19,21 +20,7 @@ class Embedder:
     """Ray Data actor: the embedding model loaded once; `__call__` adds the embedding columns."""
 
     def __init__(self, config: EmbedderConfig, seed: int = 0):
-        import torch
-        from sentence_transformers import SentenceTransformer
-
-        from ...engines import start_model
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = start_model(
-            "embedder",
-            "sentence-transformers",
-            config.path,
-            lambda: SentenceTransformer(config.path, device=device, local_files_only=True),
-            config.start_timeout_s,
-        )
-        if config.max_seq_length:
-            self.model.max_seq_length = config.max_seq_length
+        self.model = load_embedder(config.path, config.start_timeout_s, config.max_seq_length)
         self.model_name = config.name
         self.batch_size = config.encode_batch_size
 

@@ -23,8 +23,9 @@ Rows are ordered by `index` then `uuid`, so the files do not depend on part orde
 comes from those two columns alone, and rows become records `CHUNK_ROWS` at a time, so memory
 does not grow with the run (data.parquet gets one row group per chunk). JSON keeps
 non-ASCII text as is. Nothing is dropped except rows without a preference pair from dpo.jsonl
-(counted as `rows_without_pair`). Pure apart from writing through a `RunStore`; the step that
-runs it on a run is `steps/export.py`. A new format is one entry in `FORMATS`.
+(counted per file in `ExportStats.left_out`). Pure apart from writing through a `RunStore`;
+the step that runs it on a run is `steps/export.py`. The formats themselves (file names,
+records) are `export_formats.FORMATS`.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .config import ExportConfig
-from .conversations import row_turns, to_messages
+from .export_formats import FORMATS
 from .storage import RunStore
 
 EXPORT_DIR = "exports"
@@ -64,62 +65,10 @@ REASONING_COLUMNS = ("response_reasoning", "turn_response_reasonings", "response
 class ExportStats:
     rows: int
     files: dict[str, int] = field(default_factory=dict)  # file name -> records written
-    rows_without_pair: int = 0  # selected rows left out of dpo.jsonl
+    # JSONL file -> selected rows its format left out (dpo.jsonl: rows without a preference pair)
+    left_out: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     skipped: bool = False
-
-
-def sharegpt_record(row: dict, cfg: ExportConfig) -> dict:
-    return {"uuid": row["uuid"], "conversations": row_turns(row)}
-
-
-def messages_record(row: dict, cfg: ExportConfig) -> dict:
-    """Role/content messages; with `include_reasoning`, each assistant message of a reasoning
-    model carries its reasoning as `reasoning_content` (the field chat APIs use)."""
-    messages = to_messages(row_turns(row))
-    if cfg.include_reasoning:
-        reasonings = row.get("turn_response_reasonings") or [row.get("response_reasoning")]
-        answers = [m for m in messages if m["role"] == "assistant"]
-        for message, reasoning in zip(answers, reasonings, strict=False):
-            if reasoning is not None:
-                message["reasoning_content"] = reasoning
-    return {"uuid": row["uuid"], "messages": messages}
-
-
-def dpo_record(row: dict, cfg: ExportConfig) -> dict | None:
-    """Prompt = the conversation before the final assistant turn; None without a valid pair."""
-    chosen, rejected = row.get("chosen"), row.get("rejected")
-    if not chosen or not rejected:
-        return None
-    chosen = [{"role": m["role"], "content": m["content"]} for m in chosen]
-    rejected = [{"role": m["role"], "content": m["content"]} for m in rejected]
-    if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
-        return None
-    prompt = chosen[:-1] or [{"role": "user", "content": row["instruction"]}]
-    return {
-        "uuid": row["uuid"],
-        "prompt": prompt,
-        "chosen": chosen[-1:],
-        "rejected": rejected[-1:],
-    }
-
-
-@dataclass(frozen=True)
-class Format:
-    """An export file: JSON lines of one record per row (None: the row is left out), or, with
-    `record` None, the selected table itself as Parquet."""
-
-    file: str
-    record: Callable[[dict, ExportConfig], dict | None] | None = None
-
-
-FORMATS = {
-    "sharegpt": Format("sharegpt.jsonl", sharegpt_record),
-    "messages": Format("messages.jsonl", messages_record),
-    "dpo": Format("dpo.jsonl", dpo_record),
-    "parquet": Format("data.parquet"),
-}
-FILES = {name: fmt.file for name, fmt in FORMATS.items()}
 
 
 ORDER_KEYS = ("index", "uuid")
@@ -310,6 +259,6 @@ def write_exports(
     return ExportStats(
         rows=rows,
         files=files,
-        rows_without_pair=rows - files["dpo.jsonl"] if "dpo" in cfg.formats else 0,
+        left_out={FORMATS[n].file: rows - files[FORMATS[n].file] for n in jsonl},
         seconds=round(time.perf_counter() - started, 3),
     )

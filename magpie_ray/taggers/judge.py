@@ -1,6 +1,6 @@
 """Judge tags (unitag): an instruct LLM labels each instruction's difficulty, quality and task.
 
-Reads `instruction`. Writes, per task (REFERENCE.md's label sets exactly):
+Reads `instruction`. Writes, per task (the reference implementation's label sets exactly):
 
 - difficulty: `intent`, `knowledge`, `difficulty` (very easy .. very hard), `difficulty_generator`
 - quality: `quality_explanation`, `input_quality` (very poor .. excellent), `quality_generator`
@@ -20,13 +20,13 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from ...columns import append_errors, set_columns
-from ...config import JudgeConfig, JudgeTask
-from ...engines.base import SamplingSpec
-from ...engines.tokens import chat_prompt_ids
-from ...labels import DIFFICULTY_LABELS, QUALITY_LABELS, TASK_CATEGORIES
-from ..actor_pools import engine_death_exits, load_tagger_engine
-from .spec import Tagger
+from ..columns import append_errors, set_columns
+from ..config import JudgeConfig, JudgeTask
+from ..engines.base import SamplingSpec
+from ..engines.lifecycle import engine_death_exits, load_tagger_engine
+from ..engines.tokens import chat_prompt_ids
+from ..labels import DIFFICULTY_LABELS, QUALITY_LABELS, TASK_CATEGORIES
+from .spec import Tagger, generative_problems
 
 TASKS = tuple(t.value for t in JudgeTask)
 COLUMNS = {
@@ -297,6 +297,16 @@ class JudgeTagger:
         return append_errors(set_columns(batch, values, COLUMNS), errors)
 
 
+def config_problems(config: JudgeConfig, key: str) -> list[str]:
+    """The judge's reply length against its context, and its tasks from the known set."""
+    problems = generative_problems(config, key)
+    unknown = [t for t in config.tasks if t not in list(JudgeTask)]
+    if unknown or not config.tasks:
+        tasks = [str(t) for t in config.tasks]
+        problems.append(f"{key}.tasks={tasks}: choose from {[t.value for t in JudgeTask]}")
+    return problems
+
+
 TAGGER = Tagger(
     name="judge",
     columns=COLUMNS,
@@ -305,4 +315,5 @@ TAGGER = Tagger(
     needs_chat_template=True,
     label_columns=("difficulty", "input_quality", "task_category"),
     model_column="task_category_generator",
+    check=config_problems,
 )

@@ -12,7 +12,7 @@ from functools import cache
 
 import pyarrow as pa
 
-from ...columns import set_columns
+from ..columns import set_columns
 from .spec import Tagger
 
 COLUMNS = {
@@ -49,4 +49,10 @@ def add_text_tags(batch, language: bool = True):
     return set_columns(batch, values, COLUMNS)
 
 
-TAGGER = Tagger(name="text", columns=COLUMNS, function=add_text_tags, label_columns=("language",))
+TAGGER = Tagger(
+    name="text",
+    columns=COLUMNS,
+    function=add_text_tags,
+    options=lambda cfg: {"language": cfg.tag.language},
+    label_columns=("language",),
+)

@@ -1,18 +1,18 @@
 """Tag step: every generated row through the tagging models, streaming, into `tagged/`.
 
 Reads `generated/` parts. Writes `tagged/` parts holding every generated column plus the
-columns of `TAG_FIELDS` (REFERENCE.md's names where the released datasets have them):
+columns of `TAG_FIELDS` (the released Magpie datasets' names where they have them):
 
-    text tags   language, instruction_length, response_length              (text_tags.py)
+    text tags   language, instruction_length, response_length        (taggers/text_tags.py)
     reward      instruct_reward, reward_model, base_reward, reward_difference,
-                rewards, chosen, rejected, preference_pair_reason           (reward.py)
-    guard       llama_guard_2, safety, safety_categories, safety_model       (safety.py)
+                rewards, chosen, rejected, preference_pair_reason     (taggers/reward.py)
+    guard       llama_guard_2, safety, safety_categories, safety_model (taggers/safety.py)
     judge       difficulty, intent, knowledge, input_quality, quality_explanation,
-                task_category, other_task_category, *_generator              (judge.py)
-    embedder    embedding (L2-normalised list<float32>), embedding_model      (embed.py)
+                task_category, other_task_category, *_generator        (taggers/judge.py)
+    embedder    embedding (L2-normalised list<float32>), embedding_model (taggers/embed.py)
     tag_errors  list of {tag, reason}: why a tag is null (malformed model output)
 
-Each tagger declares its own columns; `registry.py` lists the taggers. One Ray Data pipeline:
+Each tagger declares its own columns; `taggers/registry.py` lists them. One Ray Data pipeline:
 read -> text tags -> one actor pool per enabled model (sized by its `pool` config) -> a writer
 task per `tag.part_rows` rows. Every pool works at once on different
 batches, so no model waits for another's whole pass. A disabled model leaves its columns null.
@@ -30,14 +30,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ... import console, metrics
-from ...columns import conform
-from ...config import Config
-from ...progress import Progress
-from ...storage import RunStore, part_name
-from ..actor_pools import engine_failures, map_with_actors, set_actor_start_retries
-from .registry import TAG_FIELDS, enabled_model_taggers
-from .text_tags import add_text_tags
+from .. import console, metrics
+from ..columns import conform
+from ..config import Config
+from ..progress import Progress
+from ..storage import RunStore, part_name
+from ..taggers.registry import FUNCTION_TAGGERS, TAG_FIELDS, enabled_model_taggers
+from .actor_pools import engine_failures, map_with_actors, set_actor_start_retries
 
 log = logging.getLogger(__name__)
 
@@ -166,16 +165,18 @@ def _run_pass(
 
 
 def tag_stages(ds, cfg: Config, store: RunStore, taggers: list, first: bool):
-    """`ds` (generated rows) -> text tags -> one actor pool per tagger -> `tagged/` parts; the
-    result's rows are the writer's ({"rows": n, "written_at": epoch seconds} per part)."""
+    """`ds` (generated rows) -> model-free taggers -> one actor pool per model tagger ->
+    `tagged/` parts; the result's rows are the writer's ({"rows": n, "written_at": epoch
+    seconds} per part)."""
     set_actor_start_retries(cfg.cluster.actor_start_retries)
     task_args = {"num_cpus": cfg.tag.task_cpus}
-    ds = ds.map_batches(
-        add_text_tags,
-        fn_kwargs={"language": cfg.tag.language},
-        batch_format="pyarrow",
-        **task_args,
-    )
+    for tagger in FUNCTION_TAGGERS:
+        ds = ds.map_batches(
+            tagger.function,
+            fn_kwargs=tagger.options(cfg) if tagger.options else {},
+            batch_format="pyarrow",
+            **task_args,
+        )
     for tagger in taggers:
         config = getattr(cfg, tagger.name)
         ds = map_with_actors(

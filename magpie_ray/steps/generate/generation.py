@@ -24,19 +24,20 @@ import pyarrow as pa
 from ... import console, metrics
 from ...config import GenerateConfig
 from ...engines.base import EngineSettings, SamplingSpec
+from ...engines.lifecycle import engine_death_exits, engine_name, engine_settings
+from ...engines.registry import ENGINES
+from ...families.prepare import prepare_generator_family, prepare_responder_family
 from ...progress import Progress
 from ...storage import DROPPED_SCHEMA, RunStore, part_name
+from ...urial import load_examples
 from ..actor_pools import (
-    engine_death_exits,
     engine_failures,
-    engine_name,
     engine_placement,
-    engine_settings,
     map_with_actors,
     set_actor_start_retries,
 )
-from .base_answers import BaseAnswerer, load_examples
-from .chat_model import chat_model, prepare_generator_family, prepare_responder_family
+from .base_answers import BaseAnswerer
+from .chat_model import chat_model
 from .row_pool import RowPool
 from .rows import batch_result, generate_row, row_context
 from .schema import GENERATED_SCHEMA, STEP, BatchResult
@@ -339,7 +340,7 @@ def run_step(cfg, store: RunStore, seeds: list[dict] | None = None, first_pass=N
         engine_load_seconds=tally.load_seconds,
         engine_busy_seconds=sum(tally.busy.values()),
         engine_steps=sum(tally.steps.values()),
-        max_num_seqs=cfg.engine.max_num_seqs if cfg.engine.kind == "vllm" else None,
+        max_num_seqs=cfg.engine.max_num_seqs if ENGINES[str(cfg.engine.kind)].schedules else None,
         actors=len(tally.busy),
         passes=passes,
         rows_missing=len(pending),

@@ -2,7 +2,7 @@
 
 import pytest
 
-from magpie_ray.steps.generate.base_answers import (
+from magpie_ray.urial import (
     Examples,
     ExamplesError,
     clean_answer,
