@@ -1,15 +1,9 @@
 """Exports: the selected rows as files that SFT / preference trainers load directly.
 
 Reads the `selected/` parts one at a time (`Parts`) and writes, each atomically (renamed into
-place once complete), under `<run>/exports/`:
+place once complete), under `<run>/exports/`, the files of the configured formats
+(`export_formats.FORMATS`: a JSONL file of one record per row, or):
 
-    sharegpt.jsonl  {"uuid", "conversations": [{"from": "human"|"gpt"|"system", "value"}]}
-                    Axolotl `type: sharegpt` / chat_template, LLaMA-Factory `formatting: sharegpt`
-    messages.jsonl  {"uuid", "messages": [{"role": "user"|"assistant"|"system", "content"}]}
-                    TRL SFTTrainer (conversational), OpenAI fine-tuning, Axolotl chat_template
-    dpo.jsonl       {"uuid", "prompt": [messages], "chosen": [assistant], "rejected": [assistant]}
-                    TRL DPOTrainer's conversational format with an explicit prompt; only rows
-                    whose `chosen` and `rejected` are both set (a valid pair)
     data.parquet    every column of the selected rows (the released Magpie field names),
                     without `embedding` unless export.include_embedding, and without the
                     reasoning columns unless export.include_reasoning (messages.jsonl then
@@ -24,8 +18,7 @@ comes from those two columns alone, and rows become records `CHUNK_ROWS` at a ti
 does not grow with the run (data.parquet gets one row group per chunk). JSON keeps
 non-ASCII text as is. Nothing is dropped except rows without a preference pair from dpo.jsonl
 (counted per file in `ExportStats.left_out`). Pure apart from writing through a `RunStore`;
-the step that runs it on a run is `steps/export.py`. The formats themselves (file names,
-records) are `export_formats.FORMATS`.
+the step that runs it on a run is `steps/export.py`.
 """
 
 from __future__ import annotations
