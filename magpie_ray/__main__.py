@@ -8,15 +8,17 @@ message and exit with status 2 before any model loads.
 from __future__ import annotations
 
 import os
+import posixpath
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from . import console
 from .config import Config, ConfigError, Mode, register
 from .paths import is_uri, resolve_paths
-from .redact import redacted
+from .redact import config_yaml
 from .validation import advice
 
 # Set by Ray's job supervisor for an entrypoint started with `ray job submit`.
@@ -64,6 +66,7 @@ def _check(cfg: Config) -> None:
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(dcfg: DictConfig) -> None:
     from . import pipeline
+    from .dataset_card import upload_command
     from .report import format_global_steps, format_summary
 
     try:
@@ -83,8 +86,8 @@ def main(dcfg: DictConfig) -> None:
             print(f"magpie_ray: note: {note}", file=sys.stderr)
         # The run uses the real actor_env; the config.yaml it writes (published with the data)
         # holds credential-like values redacted.
-        config_yaml = OmegaConf.to_yaml(OmegaConf.structured(redacted(cfg)))
-        result = pipeline.run(cfg, config_yaml=config_yaml)
+        overrides = list(HydraConfig.get().overrides.task)
+        result = pipeline.run(cfg, config_yaml=config_yaml(cfg), overrides=overrides)
     except ConfigError as err:
         print(f"magpie_ray: error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -94,6 +97,11 @@ def main(dcfg: DictConfig) -> None:
     if global_steps:
         print(global_steps)
     print(f"report: {result.report_path}")
+    if result.export is not None and result.export.card:
+        print(f"dataset card: {result.export.card} ({result.export.card_seconds:.1f} s)")
+        if cfg.export.hub_repo:
+            exports = posixpath.dirname(result.export.card)
+            print(f"upload: {upload_command(cfg.export.hub_repo, exports)}")
     print("=" * 72)
     if result.incomplete:
         print(f"magpie_ray: error: the run is incomplete: {result.incomplete}", file=sys.stderr)

@@ -35,6 +35,12 @@ class ModelFields:
     dtype: str = "auto"  # "auto": bfloat16 on GPU, float32 on CPU
     trust_remote_code: bool = False
     prepare_hint: str = ""  # how to make `path` when it is missing, shown in the error
+    # The license its Hub model card gives (`apache-2.0`, `llama3.1`; `other` with a
+    # license_name and license_link): the dataset card carries it forward unless the model
+    # folder's own README.md front matter says otherwise (presets and recipes set it).
+    license: str | None = None
+    license_name: str | None = None
+    license_link: str | None = None
 
 
 @dataclass
@@ -438,6 +444,12 @@ class ExportConfig:
     # data.parquet also holds the preference rewards under this name in the released DPO sets'
     # shape, a list of {score} (e.g. "rewards_armorm", set by preference_reward=armorm); None = no
     preference_rewards_column: str | None = None
+    # exports/README.md: a Hugging Face dataset card (license, configs, features, the row
+    # funnel, statistics of the kept rows, how to reproduce the run) and config.yaml beside it
+    card: bool = True
+    # A Hub dataset repo id (org/name): the summary ends with the command that uploads
+    # exports/ there; the run itself sends nothing over the network
+    hub_repo: str | None = None
 
 
 @dataclass

@@ -10,6 +10,9 @@ choices and the writer (`export_writer.py`) read it. A leaf: it imports only `co
                     TRL DPOTrainer's conversational format with an explicit prompt; only rows
                     whose `chosen` and `rejected` are both set (a valid pair)
     data.parquet    the selected rows' columns (`export_writer.py` says which)
+
+Each JSONL format also declares the Arrow schema of its records (what `datasets` loads them
+as): the dataset card's features (`dataset_card.py`); data.parquet's are read from the file.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import pyarrow as pa
 
 from .conversations import row_turns, to_messages
 
@@ -59,19 +64,41 @@ def dpo_record(row: dict, cfg: ExportConfig) -> dict | None:
     }
 
 
+TURN = pa.struct([("from", pa.string()), ("value", pa.string())])
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+REASONING_MESSAGE = pa.struct([*MESSAGE, ("reasoning_content", pa.string())])
+
+
+def sharegpt_schema(cfg: ExportConfig) -> pa.Schema:
+    return pa.schema([("uuid", pa.string()), ("conversations", pa.list_(TURN))])
+
+
+def messages_schema(cfg: ExportConfig) -> pa.Schema:
+    message = REASONING_MESSAGE if cfg.include_reasoning else MESSAGE
+    return pa.schema([("uuid", pa.string()), ("messages", pa.list_(message))])
+
+
+def dpo_schema(cfg: ExportConfig) -> pa.Schema:
+    turns = pa.list_(MESSAGE)
+    return pa.schema(
+        [("uuid", pa.string()), ("prompt", turns), ("chosen", turns), ("rejected", turns)]
+    )
+
+
 @dataclass(frozen=True)
 class Format:
-    """An export file: JSON lines of one record per row (None: the row is left out), or, with
-    `record` None, the selected table itself as Parquet."""
+    """An export file: JSON lines of one record per row (None: the row is left out) of the
+    declared `schema`, or, with `record` None, the selected table itself as Parquet."""
 
     file: str
     record: Callable[[dict, ExportConfig], dict | None] | None = None
+    schema: Callable[[ExportConfig], pa.Schema] | None = None
 
 
 FORMATS = {
-    "sharegpt": Format("sharegpt.jsonl", sharegpt_record),
-    "messages": Format("messages.jsonl", messages_record),
-    "dpo": Format("dpo.jsonl", dpo_record),
+    "sharegpt": Format("sharegpt.jsonl", sharegpt_record, sharegpt_schema),
+    "messages": Format("messages.jsonl", messages_record, messages_schema),
+    "dpo": Format("dpo.jsonl", dpo_record, dpo_schema),
     "parquet": Format("data.parquet"),
 }
 FILES = {name: fmt.file for name, fmt in FORMATS.items()}

@@ -62,6 +62,8 @@ class ExportStats:
     left_out: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     skipped: bool = False
+    card: str | None = None  # exports/README.md, the dataset card, when written
+    card_seconds: float = 0.0
 
 
 ORDER_KEYS = ("index", "uuid")

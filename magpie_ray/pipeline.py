@@ -124,8 +124,10 @@ def streams(cfg: Config) -> bool:
     return cfg.tag.stream and {"generate", "tag"} <= set(cfg.steps)
 
 
-def run(cfg: Config, config_yaml: str = "") -> RunResult:
-    """Preflight, then every step of `cfg.steps` in order; model paths are resolved here."""
+def run(cfg: Config, config_yaml: str = "", overrides: list[str] | None = None) -> RunResult:
+    """Preflight, then every step of `cfg.steps` in order; model paths are resolved here.
+    `config_yaml` is written into the run folder (and beside the dataset card); `overrides`,
+    the command line's, make the card's reproduce command."""
     cfg = resolve_paths(cfg)
     for note in preflight(cfg).notes:
         log.info("note: %s", note)
@@ -146,7 +148,8 @@ def run(cfg: Config, config_yaml: str = "") -> RunResult:
     if incomplete is None:
         dedup_stats = dedup.run_step(cfg, store) if "dedup" in steps else None
         select_stats = select.run_step(cfg, store) if "select" in steps else None
-        export_stats = export.run_step(cfg, store) if "export" in steps else None
+        if "export" in steps:
+            export_stats = export.run_step(cfg, store, config_yaml, overrides)
     invocation = invocation_lines(gen_stats, tag_stats)
     return RunResult(
         summary=summarize(store, cfg.examples_to_print, requested=cfg.generate.num_samples),
@@ -155,6 +158,12 @@ def run(cfg: Config, config_yaml: str = "") -> RunResult:
         dedup=dedup_stats,
         select=select_stats,
         export=export_stats,
-        report_path=write_report(store, f"magpie-ray run {cfg.run_name}", invocation, cfg.seed),
+        report_path=write_report(
+            store,
+            f"magpie-ray run {cfg.run_name}",
+            invocation,
+            cfg.seed,
+            requested=cfg.generate.num_samples,
+        ),
         incomplete=incomplete,
     )

@@ -51,3 +51,10 @@ def redacted(cfg: Config) -> Config:
     not changed, so the run it drives still passes the real values to its actors."""
     cluster = dataclasses.replace(cfg.cluster, actor_env=redact_env(cfg.cluster.actor_env))
     return dataclasses.replace(cfg, cluster=cluster)
+
+
+def config_yaml(cfg: Config) -> str:
+    """The `config.yaml` written beside a run's outputs and its dataset card: `cfg` redacted."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.structured(redacted(cfg)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from .funnel import Funnel, funnel_lines, read_funnel
 from .storage import RunStore
 from .taggers.registry import LABEL_COLUMNS, MODEL_COLUMNS
 
@@ -22,6 +23,7 @@ class RunSummary:
     # reasoning models: rows with a reasoning, and those whose reasoning never ended
     reasoning_rows: int = 0
     unclosed_reasoning: int = 0
+    funnel: Funnel | None = None  # the same figures as the report's and the dataset card's
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ def summarize(store: RunStore, num_examples: int = 3, requested: int | None = No
         requested_done=requested_done,
         reasoning_rows=reasoning_rows,
         unclosed_reasoning=unclosed,
+        funnel=read_funnel(store, requested),
     )
 
 
@@ -252,6 +255,9 @@ def format_summary(summary: RunSummary, stats=None, width: int = 300, tag_stats=
     lines.append(f"output: {summary.output_path}")
     if summary.tagged is not None:
         lines.extend(format_tag_summary(summary.tagged, tag_stats))
+    if summary.funnel is not None:
+        lines.append("row funnel:")
+        lines.extend(funnel_lines(summary.funnel))
     for i, ex in enumerate(summary.examples, 1):
         lines.append(f"--- example {i} ({ex['uuid']})")
         lines.append(f"instruction: {_clip(ex['instruction'], width)}")

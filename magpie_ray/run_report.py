@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from .funnel import Funnel, read_funnel
 from .labels import LABEL_ORDERS
 from .report import label_counts, null_tag_reasons, preference_pair_counts
 from .storage import RunStore
@@ -44,6 +45,7 @@ class ReportData:
     embeddings: list[list[float]] = field(default_factory=list)
     embedding_labels: list[str] = field(default_factory=list)
     dedup_threshold: float | None = None  # the dedup step's, from its manifest
+    funnel: Funnel | None = None  # as the run summary and the dataset card give it
 
 
 def _dirs(store: RunStore, parent: str) -> list[str]:
@@ -62,9 +64,9 @@ def _read(store: RunStore, directory: str, wanted: list[str]):
     return store.read_parts(directory, columns=[c for c in wanted if c in names])
 
 
-def collect(store: RunStore, seed: int = 0) -> ReportData:
+def collect(store: RunStore, seed: int = 0, requested: int | None = None) -> ReportData:
     """Everything the report shows, read back from the run's part files."""
-    data = ReportData()
+    data = ReportData(funnel=read_funnel(store, requested))
     for directory in _dirs(store, store.root):
         name = posixpath.basename(directory)
         if name == "dropped" or not store.part_files(directory):
@@ -219,6 +221,13 @@ def render(data: ReportData, title: str, invocation: list[str], seed: int = 0) -
     if invocation:
         items = "".join(f"<li>{html.escape(line)}</li>" for line in invocation)
         parts.append(f"<h2>This invocation</h2><ul>{items}</ul>")
+    if data.funnel is not None:
+        rows = "".join(
+            f"<tr><td>{html.escape(stage)}</td><td>{n}</td></tr>"
+            for stage, n in data.funnel.stages()
+        )
+        header = "<tr><th>stage</th><th>rows</th></tr>"
+        parts.append(f"<h2>Row funnel</h2><table>{header}{rows}</table>")
     parts.append("<h2>Rows per step</h2>" + _table(("output", "rows"), data.kept))
     for step, reasons in data.dropped.items():
         parts.append(
@@ -262,10 +271,16 @@ def render(data: ReportData, title: str, invocation: list[str], seed: int = 0) -
     )
 
 
-def write_report(store: RunStore, title: str, invocation: list[str], seed: int = 0) -> str:
+def write_report(
+    store: RunStore,
+    title: str,
+    invocation: list[str],
+    seed: int = 0,
+    requested: int | None = None,
+) -> str:
     """Collects, renders and atomically writes `report.html`; returns its path."""
     import matplotlib
 
     matplotlib.use("Agg")
-    html_text = render(collect(store, seed), title, invocation, seed)
+    html_text = render(collect(store, seed, requested), title, invocation, seed)
     return store.write_text(REPORT_NAME, html_text)

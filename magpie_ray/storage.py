@@ -149,6 +149,11 @@ class RunStore:
         self.write_atomic(path, write)
         return path
 
+    def size(self, path: str) -> int | None:
+        """A file's size in bytes; None where there is no file."""
+        info = self.fs.get_file_info(path)
+        return info.size if info.type == pafs.FileType.File else None
+
     def part_files(self, directory: str) -> list[str]:
         info = self.fs.get_file_info(directory)
         if info.type == pafs.FileType.NotFound:

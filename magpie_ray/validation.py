@@ -156,6 +156,10 @@ def validate_static(cfg: Config) -> None:
     problems.extend(filter_problems(cfg.filter))
     for fmt in cfg.export.formats:
         problems += _choice_problem("export.formats", fmt, ExportFormat)
+    if cfg.export.hub_repo is not None:
+        from .dataset_card import hub_repo_problems
+
+        problems += hub_repo_problems(cfg.export.hub_repo)
     if problems:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
 

@@ -275,3 +275,63 @@ def scraped_counters(
         if all(totals.get(k, 0) >= v for k, v in minimum.items()) or time.monotonic() > deadline:
             return totals
         time.sleep(2)
+
+
+def assert_card_reads_back(exports: Path, cache: Path):
+    """The dataset card in `exports` as the Hub's clients read it: huggingface_hub loads it,
+    its metadata is what datasets and the Hub accept (configs, dataset_info, languages, size
+    and task categories), and `datasets.load_dataset(exports, name=...)` gives every config's
+    rows exactly as its file holds them, with the features the card declares."""
+    import json
+
+    import datasets
+    from datasets.info import DatasetInfosDict
+    from datasets.utils.metadata import MetadataConfigs, known_task_ids
+    from huggingface_hub import DatasetCard
+
+    card = DatasetCard.load(exports / "README.md")
+    data = card.data
+    configs = MetadataConfigs.from_dataset_card_data(data)
+    infos = DatasetInfosDict.from_dataset_card_data(data)
+    assert configs and set(infos) == set(configs), (configs, infos)
+    resources = Path(datasets.__file__).parent / "utils" / "resources"
+    sizes = json.loads((resources / "size_categories.json").read_text())
+    assert set(data.size_categories) <= set(sizes)
+    assert set(data.language or []) <= set(json.loads((resources / "languages.json").read_text()))
+    assert set(data.task_categories) <= set(known_task_ids)
+    assert set(data.tags) >= {"synthetic", "magpie"}
+    licenses = data.license if isinstance(data.license, list) else [data.license]
+    assert licenses and all(licenses), data.license
+    for name, config in configs.items():
+        [entry] = config["data_files"]
+        file = exports / entry["path"]
+        loaded = datasets.load_dataset(
+            str(exports), name=name, split=entry["split"], cache_dir=str(cache)
+        )
+        assert loaded.features == infos[name].features, name
+        if file.suffix == ".jsonl":
+            expected = [json.loads(line) for line in file.read_text().splitlines()]
+        else:
+            expected = pq.read_table(file).to_pylist()
+        assert loaded.to_list() == expected, name
+        assert infos[name].splits[entry["split"]].num_examples == len(expected)
+    return card
+
+
+def card_funnel(text: str) -> list[tuple[str, int]]:
+    """The (stage, rows) rows of a dataset card's "Row funnel" table."""
+    section = text.split("## Row funnel", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    return [(cells[0], int(cells[1])) for cells in (r.strip("| ").split(" | ") for r in rows)]
+
+
+def summary_funnel(stdout: str) -> list[tuple[str, int]]:
+    """The (stage, rows) lines under "row funnel:" in a run summary."""
+    lines = stdout.split("\nrow funnel:\n", 1)[1].splitlines()
+    stages = []
+    for line in lines:
+        if not line.startswith("  "):
+            break
+        stage, rows = line.strip().rsplit(": ", 1)
+        stages.append((stage, int(rows)))
+    return stages

@@ -6,6 +6,7 @@ print besides goes to logs/driver.log."""
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import subprocess
@@ -17,7 +18,13 @@ from magpie_ray.assets import build_reward_stand_in
 from magpie_ray.taggers import judge
 from tests.conftest import CACHE
 from tests.e2e.test_smollm2 import LEAKS
-from tests.helpers import read_parts, run_uuids
+from tests.helpers import (
+    assert_card_reads_back,
+    card_funnel,
+    read_parts,
+    run_uuids,
+    summary_funnel,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 N = 8
@@ -117,3 +124,15 @@ def test_the_demo_run_writes_tags_and_exports_with_a_quiet_console(smollm2_path,
     assert f"report: {run}/report.html" in done.stdout
     report = (run / "report.html").read_text()
     assert "Rows per step" in report and "data:image/png;base64," in report
+
+    # The dataset card: huggingface_hub and datasets read it back, every config gives exactly
+    # its file's rows, and its funnel is the summary's (and the report's), figure for figure.
+    exports = run / "exports"
+    assert f"dataset card: {exports}/README.md" in done.stdout
+    card = assert_card_reads_back(exports, tmp_path / "hf-cache")
+    assert card.data.license == "apache-2.0"  # the smollm2 preset's (its folder has no card)
+    funnel = summary_funnel(done.stdout)
+    assert card_funnel(card.text) == funnel
+    assert funnel[0] == ("requested", N) and ("kept by the filter", len(kept)) in funnel
+    for stage, rows in funnel:
+        assert f"<tr><td>{html.escape(stage)}</td><td>{rows}</td></tr>" in report
