@@ -427,6 +427,11 @@ class FilterConfig:
     # Equal shares of top_k per group of `balance_column` labels (Pro-6: easy vs harder).
     balance_column: str | None = None
     balance_groups: dict[str, list[str]] = field(default_factory=dict)
+    # A cap per label of this column (task_category, difficulty, ...), after the conditions and
+    # before the top-k: no label holds more than max_share of the kept rows (the longest
+    # responses of a label over its cap are kept, ties by uuid; a null label is a label too)
+    balance_by: str | None = None
+    max_share: float | None = None
 
 
 @dataclass

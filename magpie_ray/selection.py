@@ -17,6 +17,10 @@ detail (the value that failed), in table order. Stages, in order:
    ties broken by uuid, so the result does not depend on row order. With `balance_column`
    each group of labels gets an equal share of top_k (Pro-6: easy vs harder); rows outside
    every group are dropped as "<column> not in balance groups".
+   Before the top-k, `balance_by` with `max_share` caps every label of that column (a null
+   label too): the largest cap c with c <= max_share x min(top_k, rows left after capping),
+   so no label holds more than max_share of the kept rows; a label over the cap keeps its c
+   longest responses (ties by uuid), the rest are dropped as "<column> over max_share".
 
 `select_rows` runs the stages on one table. `select_parts` gives the same outcome over a run's
 parts one at a time: stages 1-2 and the balance groups look at one row each (`row_stages`),
@@ -50,6 +54,7 @@ COUNT_OPS = ("newlines_lt",)
 OPS = (*COMPARISONS, *SET_OPS, *STRING_OPS, *COUNT_OPS)
 TRUNCATED = "response truncated"
 BELOW_TOP_K = "not in top-k longest"
+OVER_SHARE = "{column} over max_share"
 
 
 def describe(cond: Condition) -> str:
@@ -90,6 +95,11 @@ def filter_problems(recipe: FilterConfig) -> list[str]:
             problems.append(f"{where}: needs a value (nulls never pass anyway)")
     if recipe.top_k is not None and recipe.top_k < 1:
         problems.append(f"filter.top_k={recipe.top_k}: must be >= 1, or null for no limit")
+    if recipe.balance_by is not None or recipe.max_share is not None:
+        if not recipe.balance_by or recipe.max_share is None:
+            problems.append("filter.balance_by and filter.max_share go together")
+        elif not 0 < recipe.max_share <= 1:
+            problems.append(f"filter.max_share={recipe.max_share}: must be in (0, 1]")
     if recipe.balance_column:
         if recipe.top_k is None:
             problems.append("filter.balance_column needs filter.top_k (the total to split)")
@@ -210,7 +220,8 @@ class RowStages:
 
     fates: _Fates
     missing_columns: list[str]
-    keys: TopKKeys | None  # None without top_k
+    keys: TopKKeys | None  # None without top_k and balance_by
+    balance_by: str | None = None
 
 
 @dataclass
@@ -220,21 +231,26 @@ class TopKKeys:
     uuids: pa.Array
     lengths: np.ndarray
     groups: list[np.ndarray]  # one bool mask per balance group; empty without balance_column
+    labels: pa.Array | None = None  # balance_by's values as strings (null: "null")
 
     def take(self, rows: np.ndarray) -> TopKKeys:
+        at = pa.array(rows, pa.int64())
         return TopKKeys(
-            self.uuids.take(pa.array(rows, pa.int64())),
+            self.uuids.take(at),
             self.lengths[rows],
             [g[rows] for g in self.groups],
+            None if self.labels is None else self.labels.take(at),
         )
 
     @staticmethod
     def concat(parts: list[TopKKeys]) -> TopKKeys:
         groups = len(parts[0].groups) if parts else 0
+        labelled = bool(parts) and parts[0].labels is not None
         return TopKKeys(
             pa.concat_arrays([p.uuids for p in parts]) if parts else pa.array([], pa.string()),
             np.concatenate([p.lengths for p in parts]) if parts else np.zeros(0, np.int64),
             [np.concatenate([p.groups[g] for p in parts]) for g in range(groups)],
+            pa.concat_arrays([p.labels for p in parts]) if labelled else None,
         )
 
 
@@ -244,6 +260,7 @@ def row_stages(table: pa.Table, recipe: FilterConfig) -> RowStages:
     n = table.num_rows
     fates = _Fates(n)
     needed = {c.column for c in recipe.conditions} | {recipe.balance_column or "uuid"}
+    needed |= {recipe.balance_by} if recipe.balance_by else set()
     needed |= {c.unless_column for c in recipe.conditions if c.unless_column}
     missing = sorted(needed - set(table.column_names))
     for cond in recipe.conditions:
@@ -264,7 +281,7 @@ def row_stages(table: pa.Table, recipe: FilterConfig) -> RowStages:
     if recipe.exclude_truncated:
         finish = _column(table, "response_finish_reason").cast(pa.string())
         fates.drop(_mask(pc.fill_null(pc.equal(finish, "length"), False)), TRUNCATED)
-    if recipe.top_k is None:
+    if recipe.top_k is None and not recipe.balance_by:
         return RowStages(fates, missing, None)
 
     groups = []
@@ -279,28 +296,90 @@ def row_stages(table: pa.Table, recipe: FilterConfig) -> RowStages:
         grouped = np.logical_or.reduce(groups) if groups else np.zeros(n, dtype=bool)
         fates.drop(~grouped, f"{recipe.balance_column} not in balance groups", column)
     uuids = _column(table, "uuid").cast(pa.string())
-    keys = TopKKeys(uuids, response_lengths(table, recipe.length_column), groups)
-    return RowStages(fates, missing, keys)
+    labels = None
+    if recipe.balance_by:
+        labels = pc.fill_null(_column(table, recipe.balance_by).cast(pa.string()), "null")
+    keys = TopKKeys(uuids, response_lengths(table, recipe.length_column), groups, labels)
+    return RowStages(fates, missing, keys, recipe.balance_by)
 
 
-def top_k_winners(keys: TopKKeys, recipe: FilterConfig) -> np.ndarray:
-    """Rows of `keys` (every one still alive) that the top-k keeps, by position in `keys`."""
-    uuids = np.asarray(keys.uuids.to_pylist(), dtype=object)
-    everyone = np.arange(len(keys.lengths))
+def _uuids(keys: TopKKeys) -> np.ndarray:
+    return np.asarray(keys.uuids.to_pylist(), dtype=object)
+
+
+def share_cap(counts: np.ndarray, max_share: float, top_k: int | None) -> int:
+    """The largest cap c with c <= max_share x min(top_k, sum(min(count, c))): the rows a label
+    may keep so that none holds more than max_share of what is kept (0 with too few labels)."""
+    if counts.size == 0:
+        return 0
+    limit = np.inf if top_k is None else top_k
+
+    def fits(c: int) -> bool:
+        return c <= max_share * min(limit, np.minimum(counts, c).sum()) + 1e-9
+
+    lo, hi = 0, int(counts.max())
+    while lo < hi:  # fits() holds on [0, c*] (a concave slack), so bisect for c*
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo
+
+
+def capped_winners(keys: TopKKeys, recipe: FilterConfig) -> np.ndarray:
+    """Positions in `keys` that balance_by's cap keeps: each label's `share_cap` longest."""
+    uuids = _uuids(keys)
+    codes = keys.labels.dictionary_encode().indices.to_numpy(zero_copy_only=False)
+    counts = np.bincount(codes) if codes.size else np.zeros(0, dtype=np.int64)
+    cap = share_cap(counts, recipe.max_share, recipe.top_k)
+    everyone = np.arange(len(codes))
+    kept = [
+        _top_k_longest(everyone[codes == g], keys.lengths, uuids, cap) for g in range(len(counts))
+    ]
+    return np.sort(np.concatenate(kept)) if kept else np.zeros(0, dtype=np.int64)
+
+
+def top_k_winners(keys: TopKKeys, recipe: FilterConfig, candidates=None) -> np.ndarray:
+    """Rows of `keys` (every one still alive; `candidates`: only those positions) that the
+    top-k keeps, by position in `keys`."""
+    uuids = _uuids(keys)
+    everyone = np.arange(len(keys.lengths)) if candidates is None else candidates
     if not recipe.balance_column:
         return _top_k_longest(everyone, keys.lengths, uuids, recipe.top_k)
     shares = _balanced_shares(recipe.top_k, len(recipe.balance_groups))
     winners = [
-        _top_k_longest(everyone[in_group], keys.lengths, uuids, share)
+        _top_k_longest(everyone[in_group[everyone]], keys.lengths, uuids, share)
         for in_group, share in zip(keys.groups, shares, strict=True)
     ]
     return np.concatenate(winners) if winners else np.zeros(0, dtype=np.int64)
 
 
-def finish(stages: RowStages, chosen: np.ndarray | None) -> Selection:
-    """The Selection of a table whose top-k winners are `chosen` (a bool mask; None without
-    top_k): every other alive row is dropped as below the top-k."""
+@dataclass
+class Winners:
+    """Positions in the alive rows' keys: those the global stages keep, and those the
+    balance_by cap dropped (the rest of the alive rows fall below the top-k)."""
+
+    kept: np.ndarray
+    capped: np.ndarray
+
+
+def global_winners(keys: TopKKeys, recipe: FilterConfig) -> Winners:
+    """The stages that need every alive row: balance_by's cap, then the top-k."""
+    everyone = np.arange(len(keys.lengths))
+    pool, capped = everyone, np.zeros(0, dtype=np.int64)
+    if recipe.balance_by:
+        pool = capped_winners(keys, recipe)
+        capped = np.setdiff1d(everyone, pool)
+    kept = pool if recipe.top_k is None else top_k_winners(keys, recipe, pool)
+    return Winners(np.asarray(kept, dtype=np.int64), capped)
+
+
+def finish(stages: RowStages, chosen: np.ndarray | None, capped=None) -> Selection:
+    """The Selection of a table whose global winners are `chosen` (a bool mask; None without
+    top_k and balance_by): `capped` rows (a bool mask) are dropped as over max_share, every
+    other alive row as below the top-k."""
     fates = stages.fates
+    if capped is not None and capped.any():
+        reason = OVER_SHARE.format(column=stages.balance_by)
+        fates.drop(capped, reason, stages.keys.labels)
     if chosen is not None:
         fates.drop(~chosen, BELOW_TOP_K, pa.array(stages.keys.lengths))
     return Selection(
@@ -311,15 +390,22 @@ def finish(stages: RowStages, chosen: np.ndarray | None) -> Selection:
     )
 
 
+def _masks(n: int, rows: np.ndarray, winners: Winners) -> tuple[np.ndarray, np.ndarray]:
+    """(chosen, capped) bool masks over n rows from positions in `rows` (the alive rows)."""
+    chosen, capped = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    chosen[rows[winners.kept]] = True
+    capped[rows[winners.capped]] = True
+    return chosen, capped
+
+
 def select_rows(table: pa.Table, recipe: FilterConfig) -> Selection:
     """Apply `recipe` to `table`; see the module docstring for the stages and reasons."""
     stages = row_stages(table, recipe)
     if stages.keys is None:
         return finish(stages, None)
     alive = np.flatnonzero(stages.fates.alive)
-    chosen = np.zeros(table.num_rows, dtype=bool)
-    chosen[alive[top_k_winners(stages.keys.take(alive), recipe)]] = True
-    return finish(stages, chosen)
+    winners = global_winners(stages.keys.take(alive), recipe)
+    return finish(stages, *_masks(table.num_rows, alive, winners))
 
 
 def select_parts(
@@ -327,10 +413,11 @@ def select_parts(
 ) -> Iterator[tuple[int, Selection]]:
     """`select_rows` over the concatenation of `read(0) .. read(parts - 1)`, one part in memory
     at a time: yields (part, its Selection) in part order, equal to the matching slice of
-    `select_rows` on the whole table. With top_k, every part is read twice: once for the keys
-    of its rows that pass the row stages, once (after the global top-k) to yield it."""
-    chosen_rows = None  # run-wide row numbers of the top-k winners, ascending
-    if recipe.top_k is not None and parts:
+    `select_rows` on the whole table. With top_k or balance_by, every part is read twice: once
+    for the keys of its rows that pass the row stages, once (after the global stages) to yield
+    it."""
+    chosen = capped = None  # run-wide masks of the global stages' winners and capped rows
+    if (recipe.top_k is not None or recipe.balance_by) and parts:
         keys, rows, offset = [], [], 0
         for i in range(parts):
             stages = row_stages(read(i), recipe)
@@ -338,19 +425,18 @@ def select_parts(
             keys.append(stages.keys.take(alive))
             rows.append(alive + offset)
             offset += len(stages.fates.alive)
-        every = TopKKeys.concat(keys)
-        chosen_rows = np.sort(np.concatenate(rows)[top_k_winners(every, recipe)])
+        winners = global_winners(TopKKeys.concat(keys), recipe)
+        chosen, capped = _masks(offset, np.concatenate(rows), winners)
     offset = 0
     for i in range(parts):
         table = read(i)
         stages = row_stages(table, recipe)
-        chosen = None
-        if chosen_rows is not None:
-            chosen = np.zeros(table.num_rows, dtype=bool)
-            lo, hi = np.searchsorted(chosen_rows, [offset, offset + table.num_rows])
-            chosen[chosen_rows[lo:hi] - offset] = True
+        here = slice(offset, offset + table.num_rows)
         offset += table.num_rows
-        yield i, finish(stages, chosen)
+        if chosen is None:
+            yield i, finish(stages, None)
+        else:
+            yield i, finish(stages, chosen[here], capped[here])
 
 
 def _balanced_shares(total: int, groups: int) -> list[int]:

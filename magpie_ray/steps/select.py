@@ -3,8 +3,8 @@
 Reads, one deduped part at a time, only the columns the recipe needs (`uuid`, `index`, the
 condition and balance columns, `response_length`, `response_finish_reason`; `response` only
 where a condition names it or a length is missing) and runs `select.select_parts`: the driver
-holds one part's columns plus, with top_k, each passing row's uuid and length (its "keys"), never
-the rows. Then, per deduped part: `selected/<same name>` holds its kept rows with every column,
+holds one part's columns plus, with top_k or balance_by, each passing row's uuid, length and
+label (its "keys"), never the rows. Then, per deduped part: `selected/<same name>` holds its kept rows with every column,
 `dropped/select/<same name>` its dropped rows as uuid, index, step, reason, detail
 (storage.DROPPED_SCHEMA). Every row lands in exactly one of the two; the outcome is exactly
 `select.select_rows` on all rows at once.
@@ -66,16 +66,17 @@ def _predicate_reader(store: RunStore, parts: list[str], present: set[str], reci
     where a condition names it or a row's `length_column` is null and top-k needs its length."""
     wanted = {c.column for c in recipe.conditions} | {recipe.length_column, *ALWAYS_READ}
     wanted |= {c.unless_column for c in recipe.conditions if c.unless_column}
-    if recipe.balance_column:
-        wanted.add(recipe.balance_column)
+    wanted |= {c for c in (recipe.balance_column, recipe.balance_by) if c}
     columns = sorted(wanted & present)
-    needs_response = "response" in {c.column for c in recipe.conditions} | {recipe.balance_column}
+    named = {c.column for c in recipe.conditions} | {recipe.balance_column, recipe.balance_by}
+    needs_response = "response" in named
 
     def read(i: int) -> pa.Table:
         small = [c for c in columns if c != "response"]
         table = pq.read_table(parts[i], columns=small, filesystem=store.fs)
         lengths = table.column(recipe.length_column) if recipe.length_column in small else None
-        fallback = recipe.top_k is not None and (lengths is None or lengths.null_count > 0)
+        ranks = recipe.top_k is not None or bool(recipe.balance_by)  # by response length
+        fallback = ranks and (lengths is None or lengths.null_count > 0)
         if "response" in columns and (needs_response or fallback):
             response = pq.read_table(parts[i], columns=["response"], filesystem=store.fs)
             table = table.append_column("response", response.column("response"))

@@ -70,6 +70,9 @@ RECIPES = {
     # condition's column names it
     "card-lines": preset("card-magpie-llama-3.3-pro-500k-filtered", top_k=30),
     "no top-k": preset("released", top_k=None),
+    # a cap per label before the top-k (and without one); null labels are a label too
+    "balance_by": preset("pro-3", top_k=None, balance_by="task_category", max_share=0.5),
+    "balance_by + top-k": preset("pro-3", top_k=50, balance_by="difficulty", max_share=0.3),
     "top-k above the rows": preset("pro-3", top_k=10_000),
     "contains": FilterConfig(
         conditions=[Condition("instruction", "not_contains", ":")], top_k=7, length_column="x"
@@ -98,9 +101,12 @@ def test_select_parts_equals_select_rows_on_the_whole_table(name, sizes):
     assert 0 < whole.num_kept < ROWS or name == "top-k above the rows"
     if recipe.top_k is not None and recipe.top_k < ROWS:
         assert whole.drop_counts().get("not in top-k longest", 0) > 0, "top-k did not bite"
+    if recipe.balance_by:
+        capped = whole.drop_counts().get(f"{recipe.balance_by} over max_share", 0)
+        assert capped > 0, "the cap did not bite"
 
 
-@pytest.mark.parametrize("name", ["pro-6", "card-lines"])
+@pytest.mark.parametrize("name", ["pro-6", "card-lines", "balance_by + top-k"])
 def test_the_select_step_on_part_files_equals_select_rows(tmp_path, name):
     table, recipe = _ragged_table(seed=1), RECIPES[name]
     store = RunStore(str(tmp_path / "run"))

@@ -333,3 +333,42 @@ def test_data_card_presets_keep_and_drop_what_their_cards_say(name, top_k, kept,
     assert result["dropped"] is not None
     assert result["low-reward"] == "instruct_reward >= -10"
     assert result["duplicate"] == "is_canonical == True"
+
+
+def test_share_cap_on_known_label_counts():
+    from magpie_ray.selection import share_cap
+
+    assert share_cap(np.array([90, 10]), 0.5, None) == 10  # 10 + 10: each half
+    assert share_cap(np.array([5, 5, 5]), 0.34, None) == 5  # three labels under 34% each
+    assert share_cap(np.array([100]), 0.5, None) == 0  # one label can never be half
+    assert share_cap(np.array([50, 50, 50, 50]), 0.25, 40) == 10  # a quarter of the top-k
+    assert share_cap(np.array([6, 2, 1]), 0.5, None) == 3  # 3 + 2 + 1: Math at half
+
+
+def test_balance_by_caps_a_label_before_the_top_k_with_its_longest_kept():
+    math = {f"m{i}": {"response_length": 10 * (i + 1), "task_category": "Math"} for i in range(6)}
+    code = {f"c{i}": {"response_length": 5, "task_category": "Coding"} for i in range(2)}
+    rows = table({**math, **code})
+    rows = rows.append_column(
+        "task_category",
+        pa.array([r.get("task_category") for r in [*math.values(), *code.values()]]),
+    )
+    recipe = FilterConfig(balance_by="task_category", max_share=0.5)
+    fates = outcome(rows, recipe)
+    kept = sorted(u for u, reason in fates.items() if reason is None)
+    assert kept == ["c0", "c1", "m4", "m5"]  # Math at its cap of 2: its two longest
+    dropped = [u for u, reason in fates.items() if reason == "task_category over max_share"]
+    assert sorted(dropped) == ["m0", "m1", "m2", "m3"]
+    details = select_rows(rows, recipe).details
+    assert {d for d in details if d is not None} == {"Math"}
+    # with a top-k of 2 the cap is half of 2: each label's longest (c0 wins c1's tie by uuid)
+    fates = outcome(rows, replace(recipe, top_k=2))
+    assert sorted(u for u, r in fates.items() if r is None) == ["c0", "m5"]
+    assert fates["m4"] == fates["c1"] == "task_category over max_share"
+
+
+def test_balance_by_needs_a_share_in_range():
+    problems = filter_problems(FilterConfig(balance_by="task_category"))
+    assert any("go together" in p for p in problems)
+    assert any("(0, 1]" in p for p in filter_problems(FilterConfig(balance_by="x", max_share=1.5)))
+    assert filter_problems(FilterConfig(balance_by="difficulty", max_share=0.3)) == []
