@@ -146,6 +146,15 @@ def funnel_section(facts) -> str:
     )
 
 
+def compute_section(facts) -> str:
+    if not facts.costs:
+        return ""
+    return (
+        "### Compute\n\nWhat the run's row-wise steps held, over every invocation (the run"
+        " summary and report.html give the same):\n\n" + table(("figure", "value"), facts.costs)
+    )
+
+
 def _distribution_rows(name: str, dist: Distribution | None) -> list[tuple]:
     if dist is None or dist.count == 0:
         return []
@@ -228,6 +237,7 @@ def render_body(cfg, facts) -> str:
         models_section(cfg, facts),
         template_section(cfg),
         taggers_section(cfg, facts),
+        compute_section(facts),
         funnel_section(facts),
         stats_section(facts),
         samples_section(facts),

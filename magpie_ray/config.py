@@ -241,6 +241,9 @@ class ClusterConfig:
     # types, e.g. {"accelerator_type:H100": 0.001}, or one actor per node when every node
     # advertises one unit of a resource (`ray start --resources`).
     actor_resources: dict[str, float] = field(default_factory=dict)
+    # What one GPU-hour of this cluster costs (USD): the summary, report and dataset card then
+    # give the run's cost per million output tokens and per thousand kept rows
+    gpu_hour_usd: float | None = None
 
 
 @dataclass

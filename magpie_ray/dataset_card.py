@@ -28,10 +28,11 @@ from __future__ import annotations
 import posixpath
 import shlex
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 
+from .costs import cost_rows, read_costs
 from .export_formats import FORMATS
 from .export_writer import EXPORT_DIR
 from .funnel import Funnel, read_funnel
@@ -67,6 +68,7 @@ class CardFacts:
     configs: dict[str, str]  # config name -> export file it maps
     files: dict[str, int]  # export file -> records
     command: str
+    costs: list[tuple[str, str]] = field(default_factory=list)  # costs.cost_rows
 
 
 def size_category(rows: int) -> str:
@@ -122,6 +124,7 @@ def gather(cfg, store: RunStore, overrides: list[str] | None = None) -> CardFact
     """The card's facts: the funnel, the kept rows' statistics, the models' licenses."""
     exports = posixpath.join(store.root, EXPORT_DIR)
     funnel = read_funnel(store, cfg.generate.num_samples)
+    costs = read_costs(store)
     files = {
         file: n
         for file, n in funnel.exports.items()
@@ -137,6 +140,7 @@ def gather(cfg, store: RunStore, overrides: list[str] | None = None) -> CardFact
         configs={name: file for name, file in configs.items() if files.get(file)},
         files=files,
         command=reproduce_command(overrides),
+        costs=cost_rows(costs, cfg.cluster.gpu_hour_usd, funnel.kept) if costs.steps else [],
     )
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from . import cluster, console
+from . import cluster, console, costs
 from .config import Config, ConfigError
 from .export_writer import ExportStats
 from .paths import resolve_paths
@@ -119,6 +119,39 @@ def incomplete_reason(gen_stats, tag_stats) -> str | None:
     return None
 
 
+def _pool_gpus(cfg: Config, pools) -> tuple[float, float]:
+    """(actors, GPUs) the named tag pools hold (max_actors when autoscaling)."""
+    actors = gpus = 0.0
+    for name in pools:
+        pool = getattr(cfg, name).pool
+        n = pool.max_actors or pool.num_actors
+        actors, gpus = actors + n, gpus + n * pool.gpus_per_actor
+    return actors, gpus
+
+
+def record_costs(cfg: Config, store: RunStore, gen_stats, tag_stats, streamed: bool) -> None:
+    """What this invocation's row-wise steps held and did, into the run's logs/steps/ (costs.py):
+    streamed, the tag pools are held through generation too."""
+    if gen_stats is not None:
+        actors = gen_stats.actors
+        costs.record(
+            store,
+            costs.StepRecord(
+                step="generate",
+                wall_s=gen_stats.wall_seconds,
+                actors=actors,
+                gpu_s=actors * cfg.cluster.gpus_per_actor * gen_stats.wall_seconds,
+                output_tokens=gen_stats.output_tokens,
+                busy_s=gen_stats.engine_busy_seconds,
+                generation_s=gen_stats.generation_seconds,
+            ),
+        )
+    if tag_stats is not None:
+        wall = tag_stats.wall_seconds + (gen_stats.wall_seconds if streamed and gen_stats else 0)
+        actors, gpus = _pool_gpus(cfg, tag_stats.pools)
+        costs.record(store, costs.StepRecord("tag", wall, actors, gpus * wall))
+
+
 def streams(cfg: Config) -> bool:
     """Whether generation streams into tagging: `tag.stream` and both steps run."""
     return cfg.tag.stream and {"generate", "tag"} <= set(cfg.steps)
@@ -145,6 +178,7 @@ def run(cfg: Config, config_yaml: str = "", overrides: list[str] | None = None) 
     if "tag" in steps and incomplete is None:
         tag_stats = tag.run_step(cfg, store, **(streamed.tag_counts() if streamed else {}))
         incomplete = incomplete_reason(None, tag_stats)
+    record_costs(cfg, store, gen_stats, tag_stats, streamed is not None)
     if incomplete is None:
         dedup_stats = dedup.run_step(cfg, store) if "dedup" in steps else None
         select_stats = select.run_step(cfg, store) if "select" in steps else None
@@ -152,7 +186,12 @@ def run(cfg: Config, config_yaml: str = "", overrides: list[str] | None = None) 
             export_stats = export.run_step(cfg, store, config_yaml, overrides)
     invocation = invocation_lines(gen_stats, tag_stats)
     return RunResult(
-        summary=summarize(store, cfg.examples_to_print, requested=cfg.generate.num_samples),
+        summary=summarize(
+            store,
+            cfg.examples_to_print,
+            requested=cfg.generate.num_samples,
+            gpu_hour_usd=cfg.cluster.gpu_hour_usd,
+        ),
         generate=gen_stats,
         tag=tag_stats,
         dedup=dedup_stats,
@@ -164,6 +203,7 @@ def run(cfg: Config, config_yaml: str = "", overrides: list[str] | None = None) 
             invocation,
             cfg.seed,
             requested=cfg.generate.num_samples,
+            gpu_hour_usd=cfg.cluster.gpu_hour_usd,
         ),
         incomplete=incomplete,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from .costs import cost_rows, read_costs
 from .funnel import Funnel, funnel_lines, read_funnel
 from .storage import RunStore
 from .taggers.registry import LABEL_COLUMNS, MODEL_COLUMNS
@@ -24,6 +25,7 @@ class RunSummary:
     reasoning_rows: int = 0
     unclosed_reasoning: int = 0
     funnel: Funnel | None = None  # the same figures as the report's and the dataset card's
+    costs: list[tuple[str, str]] = field(default_factory=list)  # costs.cost_rows
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,12 @@ def summarize_tags(store: RunStore) -> TagSummary | None:
     )
 
 
-def summarize(store: RunStore, num_examples: int = 3, requested: int | None = None) -> RunSummary:
+def summarize(
+    store: RunStore,
+    num_examples: int = 3,
+    requested: int | None = None,
+    gpu_hour_usd: float | None = None,
+) -> RunSummary:
     kept = store.read_parts(store.kept_dir("generate"), columns=["index", "response_finish_reason"])
     dropped = store.read_parts(store.dropped_dir("generate"), columns=["index", "reason"])
     requested_done = 0
@@ -109,6 +116,8 @@ def summarize(store: RunStore, num_examples: int = 3, requested: int | None = No
         finish = dict(Counter(kept.column("response_finish_reason").to_pylist()))
     drops = dict(Counter(dropped.column("reason").to_pylist())) if dropped is not None else {}
     reasoning_rows, unclosed = _reasoning_counts(store)
+    funnel = read_funnel(store, requested)
+    costs = read_costs(store)
     return RunSummary(
         output_path=store.kept_dir("generate"),
         rows_written=0 if kept is None else kept.num_rows,
@@ -120,7 +129,8 @@ def summarize(store: RunStore, num_examples: int = 3, requested: int | None = No
         requested_done=requested_done,
         reasoning_rows=reasoning_rows,
         unclosed_reasoning=unclosed,
-        funnel=read_funnel(store, requested),
+        funnel=funnel,
+        costs=cost_rows(costs, gpu_hour_usd, funnel.kept) if costs.steps else [],
     )
 
 
@@ -258,6 +268,9 @@ def format_summary(summary: RunSummary, stats=None, width: int = 300, tag_stats=
     if summary.funnel is not None:
         lines.append("row funnel:")
         lines.extend(funnel_lines(summary.funnel))
+    if summary.costs:
+        lines.append("cost and efficiency:")
+        lines.extend(f"  {figure}: {value}" for figure, value in summary.costs)
     for i, ex in enumerate(summary.examples, 1):
         lines.append(f"--- example {i} ({ex['uuid']})")
         lines.append(f"instruction: {_clip(ex['instruction'], width)}")

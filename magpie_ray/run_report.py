@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from .costs import cost_rows, read_costs
 from .funnel import Funnel, read_funnel
 from .labels import LABEL_ORDERS
 from .report import label_counts, null_tag_reasons, preference_pair_counts
@@ -46,6 +47,7 @@ class ReportData:
     embedding_labels: list[str] = field(default_factory=list)
     dedup_threshold: float | None = None  # the dedup step's, from its manifest
     funnel: Funnel | None = None  # as the run summary and the dataset card give it
+    costs: list[tuple[str, str]] = field(default_factory=list)  # costs.cost_rows
 
 
 def _dirs(store: RunStore, parent: str) -> list[str]:
@@ -64,9 +66,14 @@ def _read(store: RunStore, directory: str, wanted: list[str]):
     return store.read_parts(directory, columns=[c for c in wanted if c in names])
 
 
-def collect(store: RunStore, seed: int = 0, requested: int | None = None) -> ReportData:
+def collect(
+    store: RunStore, seed: int = 0, requested: int | None = None, gpu_hour_usd=None
+) -> ReportData:
     """Everything the report shows, read back from the run's part files."""
     data = ReportData(funnel=read_funnel(store, requested))
+    costs = read_costs(store)
+    if costs.steps:
+        data.costs = cost_rows(costs, gpu_hour_usd, data.funnel.kept)
     for directory in _dirs(store, store.root):
         name = posixpath.basename(directory)
         if name == "dropped" or not store.part_files(directory):
@@ -228,6 +235,12 @@ def render(data: ReportData, title: str, invocation: list[str], seed: int = 0) -
         )
         header = "<tr><th>stage</th><th>rows</th></tr>"
         parts.append(f"<h2>Row funnel</h2><table>{header}{rows}</table>")
+    if data.costs:
+        rows = "".join(
+            f"<tr><td>{html.escape(figure)}</td><td>{html.escape(value)}</td></tr>"
+            for figure, value in data.costs
+        )
+        parts.append(f"<h2>Cost and efficiency</h2><table>{rows}</table>")
     parts.append("<h2>Rows per step</h2>" + _table(("output", "rows"), data.kept))
     for step, reasons in data.dropped.items():
         parts.append(
@@ -277,10 +290,12 @@ def write_report(
     invocation: list[str],
     seed: int = 0,
     requested: int | None = None,
+    gpu_hour_usd: float | None = None,
 ) -> str:
     """Collects, renders and atomically writes `report.html`; returns its path."""
     import matplotlib
 
     matplotlib.use("Agg")
-    html_text = render(collect(store, seed, requested), title, invocation, seed)
+    data = collect(store, seed, requested, gpu_hour_usd)
+    html_text = render(data, title, invocation, seed)
     return store.write_text(REPORT_NAME, html_text)

@@ -4,10 +4,10 @@ Reads, one deduped part at a time, only the columns the recipe needs (`uuid`, `i
 condition and balance columns, `response_length`, `response_finish_reason`; `response` only
 where a condition names it or a length is missing) and runs `select.select_parts`: the driver
 holds one part's columns plus, with top_k or balance_by, each passing row's uuid, length and
-label (its "keys"), never the rows. Then, per deduped part: `selected/<same name>` holds its kept rows with every column,
-`dropped/select/<same name>` its dropped rows as uuid, index, step, reason, detail
-(storage.DROPPED_SCHEMA). Every row lands in exactly one of the two; the outcome is exactly
-`select.select_rows` on all rows at once.
+label (its "keys"), never the rows. Then, per deduped part: `selected/<same name>` holds its
+kept rows with every column, `dropped/select/<same name>` its dropped rows as uuid, index,
+step, reason, detail (storage.DROPPED_SCHEMA). Every row lands in exactly one of the two; the
+outcome is exactly `select.select_rows` on all rows at once.
 
 Resume: `selected/_manifest.json` names the deduped parts and the recipe the output was made
 from and is written last; a rerun with both unchanged does nothing, anything else reselects

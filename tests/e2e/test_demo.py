@@ -46,6 +46,7 @@ def test_the_demo_run_writes_tags_and_exports_with_a_quiet_console(smollm2_path,
         "judge.pool.batch_size=4",
         "guard.pool.batch_size=4",
         "reward.pool.batch_size=4",
+        "cluster.gpu_hour_usd=2",
     ]
     # The environment `make run` has: no Ray address, Ray's own auth default.
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
@@ -136,3 +137,8 @@ def test_the_demo_run_writes_tags_and_exports_with_a_quiet_console(smollm2_path,
     assert funnel[0] == ("requested", N) and ("kept by the filter", len(kept)) in funnel
     for stage, rows in funnel:
         assert f"<tr><td>{html.escape(stage)}</td><td>{rows}</td></tr>" in report
+    # What the run cost: on CPU actors no GPU-hours, so $0; the rate is per actor
+    assert "\ncost and efficiency:\n  generate wall time: " in done.stdout
+    for figure in ("output tokens/s per actor (CPU)", "GPU-hours: 0.000", "cost at $2/GPU-hour"):
+        assert figure in done.stdout and html.escape(figure.split(":")[0]) in report
+    assert "### Compute" in card.text and "| GPU-hours | 0.000 |" in card.text

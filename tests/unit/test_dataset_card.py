@@ -248,3 +248,17 @@ def test_every_preset_and_recipe_names_its_models_license():
         if model["license"] == "other":
             assert model.get("license_name") and model.get("license_link"), path
     assert checked >= 30
+
+
+def test_the_card_gives_what_the_run_cost(tmp_path):
+    from magpie_ray.costs import StepRecord, record
+
+    cfg, store = _run_folder(tmp_path)
+    cfg.cluster.gpu_hour_usd = 3.0
+    record(store, StepRecord("generate", 3600.0, actors=2, gpu_s=2 * 3600.0, output_tokens=10**6))
+    stats = export.run_step(cfg, store)
+    text = Path(stats.card).read_text()
+    assert "### Compute" in text and "| GPU-hours | 2.000 |" in text
+    assert "| cost at $3/GPU-hour | $6.00 |" in text
+    assert "| per million output tokens | $6.00 |" in text
+    assert f"| per thousand kept rows | ${6.0 / len(_kept()) * 1000:,.2f} |" in text
