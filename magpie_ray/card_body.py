@@ -155,6 +155,31 @@ def compute_section(facts) -> str:
     )
 
 
+TOPICS_SHOWN = 10
+
+
+def diversity_section(facts) -> str:
+    if not facts.diversity:
+        return ""
+    parts = [
+        "### Diversity\n\nAll generated rows beside the kept ones: topic clusters (k-means over"
+        " the instruction embeddings), distinct word uni- and bigrams of the instructions, and"
+        " near-duplicates.\n\n" + table(("", "generated", "kept"), facts.diversity)
+    ]
+    if facts.topics:
+        rows = [
+            (t["topic"], t["rows"], t.get("top_task_category") or "", t.get("central_instruction"))
+            for t in facts.topics[:TOPICS_SHOWN]
+        ]
+        header = ("topic", "rows", "top task category", "most central instruction")
+        shown = min(len(facts.topics), TOPICS_SHOWN)
+        parts.append(
+            f"The largest {shown} of {len(facts.topics)} topic clusters (all generated rows):"
+            "\n\n" + table(header, rows)
+        )
+    return "\n\n".join(parts)
+
+
 def _distribution_rows(name: str, dist: Distribution | None) -> list[tuple]:
     if dist is None or dist.count == 0:
         return []
@@ -240,6 +265,7 @@ def render_body(cfg, facts) -> str:
         compute_section(facts),
         funnel_section(facts),
         stats_section(facts),
+        diversity_section(facts),
         samples_section(facts),
         reproduce_section(facts),
         license_section(facts),

@@ -397,6 +397,9 @@ class DedupConfig:
     num_cpus: float = 1.0  # resources of the Ray task that runs the step on a cluster
     num_gpus: float = 0.0
     seed: int = 0  # IVF: which rows are sampled as centroids
+    # Topic clusters (k-means over the embeddings, k ~ sqrt(rows / 2)): a `topic` column, the
+    # clusters in the report, the summary and the dataset card, and filter.balance_by=topic
+    topics: bool = True
 
 
 @dataclass

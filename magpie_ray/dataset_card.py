@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import pyarrow.parquet as pq
 
 from .costs import cost_rows, read_costs
+from .diversity import diversity_rows, read_diversity
 from .export_formats import FORMATS
 from .export_writer import EXPORT_DIR
 from .funnel import Funnel, read_funnel
@@ -69,6 +70,8 @@ class CardFacts:
     files: dict[str, int]  # export file -> records
     command: str
     costs: list[tuple[str, str]] = field(default_factory=list)  # costs.cost_rows
+    diversity: list[tuple[str, str, str]] = field(default_factory=list)  # (figure, all, kept)
+    topics: list[dict] = field(default_factory=list)  # the dedup step's topic clusters
 
 
 def size_category(rows: int) -> str:
@@ -141,6 +144,9 @@ def gather(cfg, store: RunStore, overrides: list[str] | None = None) -> CardFact
         files=files,
         command=reproduce_command(overrides),
         costs=cost_rows(costs, cfg.cluster.gpu_hour_usd, funnel.kept) if costs.steps else [],
+        diversity=diversity_rows(figures) if (figures := read_diversity(store)) else [],
+        topics=(store.read_manifest(store.kept_dir("dedup")) or {}).get("stats", {}).get("topics")
+        or [],
     )
 
 

@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .costs import cost_rows, read_costs
+from .diversity import diversity_rows, read_diversity
 from .funnel import Funnel, funnel_lines, read_funnel
 from .storage import RunStore
 from .taggers.registry import LABEL_COLUMNS, MODEL_COLUMNS
@@ -26,6 +27,7 @@ class RunSummary:
     unclosed_reasoning: int = 0
     funnel: Funnel | None = None  # the same figures as the report's and the dataset card's
     costs: list[tuple[str, str]] = field(default_factory=list)  # costs.cost_rows
+    diversity: list[tuple[str, str, str]] = field(default_factory=list)  # (figure, all, kept)
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ def summarize(
         unclosed_reasoning=unclosed,
         funnel=funnel,
         costs=cost_rows(costs, gpu_hour_usd, funnel.kept) if costs.steps else [],
+        diversity=diversity_rows(figures) if (figures := read_diversity(store)) else [],
     )
 
 
@@ -268,6 +271,9 @@ def format_summary(summary: RunSummary, stats=None, width: int = 300, tag_stats=
     if summary.funnel is not None:
         lines.append("row funnel:")
         lines.extend(funnel_lines(summary.funnel))
+    if summary.diversity:
+        lines.append("diversity (generated | kept):")
+        lines.extend(f"  {name}: {a or '-'} | {b or '-'}" for name, a, b in summary.diversity)
     if summary.costs:
         lines.append("cost and efficiency:")
         lines.extend(f"  {figure}: {value}" for figure, value in summary.costs)

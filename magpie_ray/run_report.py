@@ -24,6 +24,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .costs import cost_rows, read_costs
+from .diversity import diversity_rows, read_diversity
 from .funnel import Funnel, read_funnel
 from .labels import LABEL_ORDERS
 from .report import label_counts, null_tag_reasons, preference_pair_counts
@@ -31,6 +32,7 @@ from .storage import RunStore
 
 REPORT_NAME = "report.html"
 MAP_SAMPLE = 2000  # t-SNE is quadratic-ish: a seeded sample keeps the map to seconds
+TOPICS_SHOWN = 15  # topic clusters listed, and coloured on the map (the rest: "other")
 
 
 @dataclass
@@ -48,6 +50,8 @@ class ReportData:
     dedup_threshold: float | None = None  # the dedup step's, from its manifest
     funnel: Funnel | None = None  # as the run summary and the dataset card give it
     costs: list[tuple[str, str]] = field(default_factory=list)  # costs.cost_rows
+    diversity: list[tuple[str, str, str]] = field(default_factory=list)  # (figure, all, kept)
+    topics: list[dict] = field(default_factory=list)  # the dedup step's topic clusters
 
 
 def _dirs(store: RunStore, parent: str) -> list[str]:
@@ -74,6 +78,10 @@ def collect(
     costs = read_costs(store)
     if costs.steps:
         data.costs = cost_rows(costs, gpu_hour_usd, data.funnel.kept)
+    figures = read_diversity(store)
+    data.diversity = diversity_rows(figures) if figures else []
+    dedup = store.read_manifest(store.kept_dir("dedup")) or {}
+    data.topics = (dedup.get("stats") or {}).get("topics") or []
     for directory in _dirs(store, store.root):
         name = posixpath.basename(directory)
         if name == "dropped" or not store.part_files(directory):
@@ -113,12 +121,25 @@ def collect(
         data.min_neighbor_distances = [v for v in distances if v is not None]
         manifest = store.read_manifest(store.kept_dir("dedup")) or {}
         data.dedup_threshold = manifest.get("made_from", {}).get("config", {}).get("threshold")
-    data.embeddings, data.embedding_labels = embedding_sample(store, tag_dir, seed)
+    # The map is coloured by topic cluster (the largest TOPICS_SHOWN; the rest "other") where
+    # dedup made them, else by task category.
+    by_topic = bool(data.topics)
+    label = "topic" if by_topic else "task_category"
+    data.embeddings, labels = embedding_sample(store, tag_dir, seed, label)
+    if by_topic:
+        shown = {t["topic"]: t for t in data.topics[:TOPICS_SHOWN]}
+        labels = [
+            f"topic {v}: {shown[v].get('top_task_category') or '-'}" if v in shown else "other"
+            for v in labels
+        ]
+    data.embedding_labels = [v if v is not None else "null" for v in labels]
     return data
 
 
-def embedding_sample(store: RunStore, directory: str, seed: int) -> tuple[list, list[str]]:
-    """(vectors, task categories) of MAP_SAMPLE rows with an embedding, seeded: the rows
+def embedding_sample(
+    store: RunStore, directory: str, seed: int, label: str = "task_category"
+) -> tuple[list, list]:
+    """(vectors, `label` values) of MAP_SAMPLE rows with an embedding, seeded: the rows
     `random.Random(seed).sample` picks from all of them in part order, read one part at a time
     (a run's embeddings do not fit in the driver)."""
     files = store.part_files(directory)
@@ -141,20 +162,16 @@ def embedding_sample(store: RunStore, directory: str, seed: int) -> tuple[list, 
         lo = bisect.bisect_left(wanted, offset)
         hi = bisect.bisect_left(wanted, offset + len(rows))
         if hi > lo:
-            columns = ["embedding"] + (["task_category"] if "task_category" in names else [])
+            columns = ["embedding"] + ([label] if label in names else [])
             take = rows[[i - offset for i in wanted[lo:hi]]]
             table = pq.read_table(f, columns=columns, filesystem=store.fs).take(take)
-            categories = (
-                table.column("task_category").to_pylist()
-                if "task_category" in names
-                else [None] * len(take)
-            )
+            categories = table.column(label).to_pylist() if label in names else [None] * len(take)
             for i, vector, category in zip(
                 wanted[lo:hi], table.column("embedding").to_pylist(), categories, strict=True
             ):
                 found[i] = (vector, category)
         offset += len(rows)
-    return [found[i][0] for i in picked], [found[i][1] or "null" for i in picked]
+    return [found[i][0] for i in picked], [found[i][1] for i in picked]
 
 
 def _png(fig) -> str:
@@ -241,6 +258,26 @@ def render(data: ReportData, title: str, invocation: list[str], seed: int = 0) -
             for figure, value in data.costs
         )
         parts.append(f"<h2>Cost and efficiency</h2><table>{rows}</table>")
+    if data.diversity:
+        rows = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
+            for row in data.diversity
+        )
+        header = "<tr><th>diversity</th><th>generated</th><th>kept</th></tr>"
+        parts.append(f"<h2>Diversity</h2><table>{header}{rows}</table>")
+    if data.topics:
+        rows = "".join(
+            f"<tr><td>{t['topic']}</td><td>{t['rows']}</td>"
+            f"<td>{html.escape(str(t.get('top_task_category') or ''))}</td>"
+            f"<td>{html.escape(t.get('central_instruction') or '')}</td></tr>"
+            for t in data.topics[:TOPICS_SHOWN]
+        )
+        header = "".join(
+            f"<th>{h}</th>" for h in ("topic", "rows", "top task category", "central instruction")
+        )
+        shown = min(len(data.topics), TOPICS_SHOWN)
+        title = f"Topic clusters ({len(data.topics)}; the largest {shown})"
+        parts.append(f"<h2>{title}</h2><table><tr>{header}</tr>{rows}</table>")
     parts.append("<h2>Rows per step</h2>" + _table(("output", "rows"), data.kept))
     for step, reasons in data.dropped.items():
         parts.append(

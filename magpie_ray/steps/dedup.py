@@ -10,6 +10,9 @@ the run), and runs `dedup.find_near_duplicates` over all of them. Then writes
     repeat_count           int64    other rows under dedup.threshold, capped at dedup.k
     min_similar_uuid       string   canonical uuid of the row's duplicate cluster (null: none)
     is_canonical           bool     one True per cluster; null for a row without an embedding
+    topic                  int32    its topic cluster (`topics.py`, with dedup.topics; null: no
+                                    embedding); `DedupStats.topics` gives each one's size, top
+                                    task category and most central instruction
 
 No row is dropped here: the select step filters on these columns (its presets keep canonical
 rows, and count rows without an embedding under "is_canonical is null").
@@ -24,7 +27,8 @@ from __future__ import annotations
 
 import posixpath
 import time
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -44,6 +48,10 @@ DEDUP_FIELDS = [
 ]
 
 
+TOPIC_FIELD = pa.field("topic", pa.int32())
+CENTRAL_CHARS = 300
+
+
 @dataclass(frozen=True)
 class DedupStats:
     """What the dedup output holds; `skipped` when this invocation found it already done."""
@@ -55,6 +63,8 @@ class DedupStats:
     search: str  # the search plan used
     seconds: float  # the invocation that computed it
     skipped: bool = False
+    # topic clusters, largest first: {topic, rows, top_task_category, central_instruction}
+    topics: list[dict] = field(default_factory=list)
 
 
 def embedding_matrix(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -99,6 +109,50 @@ def _dedup_columns(n: int, has_embedding: np.ndarray, result) -> list[pa.Array]:
     ]
 
 
+class _Topics:
+    """The topic column over all rows, and each topic's task categories and central instruction
+    gathered as the parts are written (`read`)."""
+
+    def __init__(self, n: int, has_embedding: np.ndarray, vectors: np.ndarray, seed: int):
+        from ..topics import assign_topics, central_rows, topic_count
+
+        self.k = topic_count(len(vectors))
+        labels, distances = assign_topics(vectors, self.k, seed)
+        rows = np.flatnonzero(has_embedding)
+        topic = np.zeros(n, dtype=np.int32)
+        topic[rows] = labels
+        self.column = pa.array(topic, mask=~has_embedding)
+        self.sizes = np.bincount(labels, minlength=self.k) if self.k else np.zeros(0, np.int64)
+        central = central_rows(labels, distances, self.k)
+        self.central = {int(rows[c]): t for t, c in enumerate(central.tolist()) if c >= 0}
+        self.categories = [Counter() for _ in range(self.k)]
+        self.texts: dict[int, str] = {}
+
+    def read(self, part: pa.Table, offset: int) -> None:
+        topic = part.column("topic").to_pylist()
+        if "task_category" in part.column_names:
+            for t, category in zip(topic, part.column("task_category").to_pylist(), strict=True):
+                if t is not None and category is not None:
+                    self.categories[t][category] += 1
+        rows = [r for r in self.central if offset <= r < offset + part.num_rows]
+        for row in rows if "instruction" in part.column_names else []:
+            text = part.column("instruction")[row - offset].as_py() or ""
+            self.texts[self.central[row]] = " ".join(text.split())[:CENTRAL_CHARS]
+
+    def summary(self) -> list[dict]:
+        order = sorted(range(self.k), key=lambda t: (-int(self.sizes[t]), t))
+        return [
+            {
+                "topic": t,
+                "rows": int(self.sizes[t]),
+                "top_task_category": (self.categories[t].most_common(1) or [(None, 0)])[0][0],
+                "central_instruction": self.texts.get(t),
+            }
+            for t in order
+            if self.sizes[t]
+        ]
+
+
 def dedup_run(run_uri: str, cfg: DedupConfig) -> DedupStats:
     """Read every tagged part, search, write every deduped part; or nothing if already done."""
     store = RunStore(run_uri)
@@ -136,17 +190,26 @@ def _dedup(store: RunStore, parts: list[str], cfg: DedupConfig) -> DedupStats:
     embedded = [u for u, ok in zip(uuids, has_embedding.tolist(), strict=True) if ok]
     result = find_near_duplicates(embedded, vectors, cfg)
     columns = _dedup_columns(len(uuids), has_embedding, result)
+    fields = list(DEDUP_FIELDS)
+    topics = None
+    if cfg.topics:
+        topics = _Topics(len(uuids), has_embedding, vectors, cfg.seed)
+        columns.append(topics.column)
+        fields.append(TOPIC_FIELD)
+    del vectors
 
     offset = 0
     for path, key_uuids in zip(parts, part_uuids, strict=True):
         part = pq.read_table(path, filesystem=store.fs)
         if not part.column("uuid").combine_chunks().equals(key_uuids):
             raise RuntimeError(f"{path} changed while the dedup step was reading it")
-        for field, column in zip(DEDUP_FIELDS, columns, strict=True):
+        for dedup_field, column in zip(fields, columns, strict=True):
             values = column.slice(offset, part.num_rows)
-            if field.name in part.column_names:
-                part = part.drop_columns([field.name])
-            part = part.append_column(field, values)
+            if dedup_field.name in part.column_names:
+                part = part.drop_columns([dedup_field.name])
+            part = part.append_column(dedup_field, values)
+        if topics is not None:
+            topics.read(part, offset)
         offset += part.num_rows
         store.write_part(target, posixpath.basename(path), part)
     store.remove_parts(target, {posixpath.basename(p) for p in parts})
@@ -157,6 +220,7 @@ def _dedup(store: RunStore, parts: list[str], cfg: DedupConfig) -> DedupStats:
         duplicates=result.num_duplicates,
         search=result.plan.describe(),
         seconds=round(time.perf_counter() - started, 3),
+        topics=topics.summary() if topics is not None else [],
     )
 
 
