@@ -49,6 +49,22 @@ def _tokenizer(path: str, trust_remote_code: bool):
     return load_tokenizer(path, trust_remote_code)
 
 
+def _family_hint(tokenizer, cfg: Config) -> str:
+    """Which family this tokenizer's chat template does match, when one does (detect.py)."""
+    from .families.detect import detect_family
+
+    try:
+        name, how = detect_family(tokenizer, cfg.template_dirs)
+    except templates.TemplateError:
+        return ""
+    if name == cfg.model.family:
+        return ""
+    return (
+        f" This tokenizer's chat template matches family {name} ({how.split(': ', 1)[1]}):"
+        f" set model.family={name}"
+    )
+
+
 def check_generator(cfg: Config, result: Preflight) -> None:
     """The generator's family, engine and tokenizer (the generate step's model only)."""
     package = ENGINES[str(cfg.engine.kind)].package
@@ -76,7 +92,8 @@ def check_generator(cfg: Config, result: Preflight) -> None:
             )
     except templates.TemplateError as err:
         where = f" vs {cfg.model.path}" if tokenizer is not None else ""
-        raise ConfigError(f"model.family={cfg.model.family}{where}: {err}") from err
+        hint = _family_hint(tokenizer, cfg) if tokenizer is not None else ""
+        raise ConfigError(f"model.family={cfg.model.family}{where}: {err}{hint}") from err
     if checked is None:
         result.checks.append(
             f"model.family={family.name}: loads; its tokenizer ({cfg.model.path}) is checked"
