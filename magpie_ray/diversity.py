@@ -41,7 +41,7 @@ def entropy_bits(counts: np.ndarray) -> float | None:
     if counts.size == 0:
         return None
     p = counts / counts.sum()
-    return float(-(p * np.log2(p)).sum())
+    return max(0.0, float(-(p * np.log2(p)).sum()))  # never -0.0
 
 
 def ngram_hashes(texts: list[str | None]) -> tuple[np.ndarray, np.ndarray]:

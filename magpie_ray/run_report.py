@@ -1,24 +1,23 @@
 """The run report: one self-contained HTML file (`report.html`) beside a run's outputs.
 
-Reads whatever the run holds: every step's kept parts (`generated/`, `tagged/`, `deduped/`, ...)
-and `dropped/<step>/` parts. Shows rows per step and per drop reason, null tags per reason,
-tokens (and this invocation's throughput when given), label distributions (task category,
-input quality, difficulty, safety, language), histograms of rewards and of min-neighbour
-distances, and a 2-D t-SNE map of the instruction embeddings coloured by task category.
-Plots are PNGs inlined as base64, so the file can be mailed or opened from object storage.
+Reads whatever the run holds (`collect`): every step's kept parts (`generated/`, `tagged/`,
+`deduped/`, ...) and `dropped/<step>/` parts, the row funnel, cost and diversity figures (the
+same readers as the run summary and the dataset card), rows per step and per drop reason, null
+tags per reason, tokens, label distributions (task category, input quality, difficulty, safety,
+language), rewards and min-neighbour distances, a sample of the instruction embeddings for the
+map, and a few conversations: kept ones with their tags, dropped ones with their reason
+(`conversations`). `report_page.py` lays it out.
 """
 
 from __future__ import annotations
 
-import base64
 import bisect
-import html
-import io
 import posixpath
 import random
 from collections import Counter
 from dataclasses import dataclass, field
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -48,6 +47,7 @@ class ReportData:
     embeddings: list[list[float]] = field(default_factory=list)
     embedding_labels: list[str] = field(default_factory=list)
     dedup_threshold: float | None = None  # the dedup step's, from its manifest
+    conversations: list[dict] = field(default_factory=list)  # `conversations`
     funnel: Funnel | None = None  # as the run summary and the dataset card give it
     costs: list[tuple[str, str]] = field(default_factory=list)  # costs.cost_rows
     diversity: list[tuple[str, str, str]] = field(default_factory=list)  # (figure, all, kept)
@@ -174,151 +174,44 @@ def embedding_sample(
     return [found[i][0] for i in picked], [found[i][1] for i in picked]
 
 
-def _png(fig) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    encoded = base64.b64encode(buffer.getvalue()).decode()
-    return f'<img alt="" src="data:image/png;base64,{encoded}">'
+SHOWN_CONVERSATIONS = 4  # kept ones, and as many dropped by the filter
+TEXT_FIELDS = ["uuid", "instruction", "response"]
+TAG_FIELDS = ["task_category", "difficulty", "input_quality", "safety", "instruct_reward"]
 
 
-def _bar(title: str, counts: dict[str, int], order: tuple[str, ...] = ()) -> str:
-    import matplotlib.pyplot as plt
-
-    # the whole scale, zero counts included, so an empty label shows as such
-    labels = list(order) + sorted(k for k in counts if k not in order)
-    fig, ax = plt.subplots(figsize=(6, 0.35 * len(labels) + 1))
-    ax.barh(labels[::-1], [counts.get(k, 0) for k in labels][::-1], color="#4c72b0")
-    ax.set_title(title)
-    ax.set_xlabel("rows")
-    return _png(fig)
-
-
-def _histogram(title: str, values: list[float], xlabel: str, threshold: float | None = None):
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.hist(values, bins=min(50, max(5, len(values) // 4)), color="#55a868")
-    if threshold is not None:
-        ax.axvline(threshold, color="#c44e52", linestyle="--", label=f"threshold {threshold:g}")
-        ax.legend()
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("rows")
-    return _png(fig)
-
-
-def _embedding_map(vectors: list[list[float]], labels: list[str], seed: int) -> str:
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from sklearn.manifold import TSNE
-
-    points = TSNE(
-        n_components=2,
-        perplexity=min(30.0, max(2.0, (len(vectors) - 1) / 3)),
-        init="pca",
-        random_state=seed,
-    ).fit_transform(np.asarray(vectors, dtype="float32"))
-    fig, ax = plt.subplots(figsize=(7, 6))
-    for label in sorted(set(labels)):
-        mask = np.array([lab == label for lab in labels])
-        ax.scatter(points[mask, 0], points[mask, 1], s=8, label=label)
-    ax.legend(fontsize=7, markerscale=2, loc="best")
-    ax.set_title(f"instruction embeddings, t-SNE ({len(vectors)} rows)")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    return _png(fig)
-
-
-def _table(header: tuple[str, str], counts: dict) -> str:
-    rows = "".join(
-        f"<tr><td>{html.escape(str(k))}</td><td>{v}</td></tr>"
-        for k, v in sorted(counts.items(), key=lambda kv: -kv[1])
-    )
-    return f"<table><tr><th>{header[0]}</th><th>{header[1]}</th></tr>{rows}</table>"
-
-
-def render(data: ReportData, title: str, invocation: list[str], seed: int = 0) -> str:
-    parts = [f"<h1>{html.escape(title)}</h1>"]
-    if invocation:
-        items = "".join(f"<li>{html.escape(line)}</li>" for line in invocation)
-        parts.append(f"<h2>This invocation</h2><ul>{items}</ul>")
-    if data.funnel is not None:
-        rows = "".join(
-            f"<tr><td>{html.escape(stage)}</td><td>{n}</td></tr>"
-            for stage, n in data.funnel.stages()
-        )
-        header = "<tr><th>stage</th><th>rows</th></tr>"
-        parts.append(f"<h2>Row funnel</h2><table>{header}{rows}</table>")
-    if data.costs:
-        rows = "".join(
-            f"<tr><td>{html.escape(figure)}</td><td>{html.escape(value)}</td></tr>"
-            for figure, value in data.costs
-        )
-        parts.append(f"<h2>Cost and efficiency</h2><table>{rows}</table>")
-    if data.diversity:
-        rows = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
-            for row in data.diversity
-        )
-        header = "<tr><th>diversity</th><th>generated</th><th>kept</th></tr>"
-        parts.append(f"<h2>Diversity</h2><table>{header}{rows}</table>")
-    if data.topics:
-        rows = "".join(
-            f"<tr><td>{t['topic']}</td><td>{t['rows']}</td>"
-            f"<td>{html.escape(str(t.get('top_task_category') or ''))}</td>"
-            f"<td>{html.escape(t.get('central_instruction') or '')}</td></tr>"
-            for t in data.topics[:TOPICS_SHOWN]
-        )
-        header = "".join(
-            f"<th>{h}</th>" for h in ("topic", "rows", "top task category", "central instruction")
-        )
-        shown = min(len(data.topics), TOPICS_SHOWN)
-        title = f"Topic clusters ({len(data.topics)}; the largest {shown})"
-        parts.append(f"<h2>{title}</h2><table><tr>{header}</tr>{rows}</table>")
-    parts.append("<h2>Rows per step</h2>" + _table(("output", "rows"), data.kept))
-    for step, reasons in data.dropped.items():
-        parts.append(
-            f"<h3>Dropped by {html.escape(step)}</h3>" + _table(("reason", "rows"), reasons)
-        )
-    if data.tokens:
-        parts.append("<h2>Tokens</h2>" + _table(("generated", "tokens"), data.tokens))
-    if data.null_tags:
-        parts.append(
-            "<h2>Null tags by reason</h2>" + _table(("tag: reason", "rows"), data.null_tags)
-        )
-    if data.preference_pairs:
-        parts.append(
-            "<h2>Preference rows</h2>" + _table(("pair or why none", "rows"), data.preference_pairs)
-        )
-    plots = [
-        _bar(column, counts, LABEL_ORDERS.get(column, ())) for column, counts in data.labels.items()
-    ]
-    if data.rewards:
-        plots.append(_histogram("instruct_reward", data.rewards, "reward"))
-    if data.min_neighbor_distances:
-        plots.append(
-            _histogram(
-                "min_neighbor_distance",
-                data.min_neighbor_distances,
-                "squared L2 to the nearest other instruction",
-                threshold=data.dedup_threshold,
-            )
-        )
-    if len(data.embeddings) >= 5:
-        plots.append(_embedding_map(data.embeddings, data.embedding_labels, seed))
-    if plots:
-        parts.append("<h2>Distributions</h2>" + "".join(f"<div>{p}</div>" for p in plots))
-    style = (
-        "body{font-family:sans-serif;max-width:900px;margin:2em auto}"
-        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px}"
-    )
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
-    )
+def conversations(store: RunStore, shown: int = SHOWN_CONVERSATIONS) -> list[dict]:
+    """The first `shown` kept rows (texts and tags), then the first `shown` rows the filter
+    dropped (texts from `deduped/`, with the reason), then rows dropped at generation (their
+    reason only: a dropped row keeps no text). Read part by part, stopping when found."""
+    out: list[dict] = []
+    for path in store.part_files(store.kept_dir("select"))[:shown]:
+        names = set(pq.read_schema(path, filesystem=store.fs).names)
+        wanted = [c for c in TEXT_FIELDS + TAG_FIELDS if c in names]
+        rows = pq.read_table(path, columns=wanted, filesystem=store.fs).slice(0, shown - len(out))
+        out += [{"fate": "kept", **r} for r in rows.to_pylist()]
+        if len(out) >= shown:
+            break
+    dropped: dict[str, dict] = {}
+    for path in store.part_files(store.dropped_dir("select")):
+        table = pq.read_table(path, columns=["uuid", "reason", "detail"], filesystem=store.fs)
+        for row in table.slice(0, shown - len(dropped)).to_pylist():
+            dropped[row["uuid"]] = {"fate": "dropped by the filter", **row}
+        if len(dropped) >= shown:
+            break
+    for path in store.part_files(store.kept_dir("dedup")):
+        if not any(d.get("instruction") is None for d in dropped.values()):
+            break
+        names = set(pq.read_schema(path, filesystem=store.fs).names)
+        wanted = [c for c in TEXT_FIELDS + TAG_FIELDS if c in names]
+        table = pq.read_table(path, columns=wanted, filesystem=store.fs)
+        mask = pc.is_in(table.column("uuid"), value_set=pa.array(list(dropped), pa.string()))
+        for row in table.filter(mask).to_pylist():
+            dropped[row["uuid"]].update(row)
+    out += list(dropped.values())
+    for path in store.part_files(store.dropped_dir("generate"))[:1]:
+        table = pq.read_table(path, columns=["uuid", "reason", "detail"], filesystem=store.fs)
+        out += [{"fate": "dropped at generation", **r} for r in table.slice(0, 2).to_pylist()]
+    return out
 
 
 def write_report(
@@ -333,6 +226,9 @@ def write_report(
     import matplotlib
 
     matplotlib.use("Agg")
+    from .report_page import render
+
     data = collect(store, seed, requested, gpu_hour_usd)
+    data.conversations = conversations(store)
     html_text = render(data, title, invocation, seed)
     return store.write_text(REPORT_NAME, html_text)

@@ -145,6 +145,6 @@ def test_the_demo_run_writes_tags_and_exports_with_a_quiet_console(smollm2_path,
     # Diversity, all generated rows beside the kept ones, and the topic clusters (k = 2 here)
     assert "\ndiversity (generated | kept):\n  rows: 8 | " in done.stdout
     assert "  topic clusters: 2 | " in done.stdout
-    assert "<h2>Diversity</h2>" in report and "<h2>Topic clusters (2;" in report
+    assert "<h3>Diversity</h3>" in report and "<h2>Topic clusters (2;" in report
     assert "### Diversity" in card.text and "topic clusters (all generated rows)" in card.text
     assert {r["topic"] for r in deduped} == {0, 1}

@@ -79,5 +79,5 @@ def test_report_is_one_html_file_with_inline_plots(tmp_path):
     assert path.endswith("report.html")
     assert "<td>instruction_empty</td><td>2</td>" in text
     assert "generate: 12 rows" in text
-    # task category bars, reward histogram, embedding map
-    assert len(re.findall(r"data:image/png;base64,", text)) == 3
+    # the funnel chart, task category bars, reward histogram, embedding map
+    assert len(re.findall(r"data:image/png;base64,", text)) == 4
