@@ -63,6 +63,22 @@ def _check(cfg: Config) -> None:
     print(f"magpie_ray: all {len(result.checks)} checks passed; nothing was loaded or run")
 
 
+def _probe(cfg: Config) -> None:
+    """`mode=probe`: sample instructions from each pre-query variant, print them side by side."""
+    from . import pipeline
+    from .steps.generate.probe import PROBE_NAME, format_probe
+
+    log_file = console.log_path(cfg.log_file, cfg.run_uri, cfg.run_name)
+    console.setup(cfg.quiet, log_file)
+    if cfg.quiet:
+        console.route_native_stderr(log_file)
+        os.environ.update({**console.QUIET_ACTOR_ENV, **cfg.cluster.actor_env})
+    print(f"magpie_ray: log file {log_file}", file=sys.stderr)
+    result = pipeline.probe(cfg)
+    print(format_probe(result))
+    print(f"probe: {cfg.run_uri.rstrip('/')}/{PROBE_NAME} ({result['seconds']:.0f} s)")
+
+
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(dcfg: DictConfig) -> None:
     from . import pipeline
@@ -75,6 +91,9 @@ def main(dcfg: DictConfig) -> None:
             _check(cfg)
             return
         _resolve_output_dir(cfg)
+        if cfg.mode == Mode.probe:
+            _probe(cfg)
+            return
         # The run folder and the cluster answer before anything is written or started.
         pipeline.check_doors(cfg)
         log_file = console.log_path(cfg.log_file, cfg.run_uri, cfg.run_name)

@@ -41,6 +41,15 @@ class JudgeTask(StrEnum):
 class Mode(StrEnum):
     run = "run"  # the steps
     check = "check"  # every preflight check, then exit without loading any weights
+    probe = "probe"  # the generator alone samples instructions from each pre-query variant
+
+
+class PreQuery(StrEnum):
+    """Which pre-query a run's instructions are sampled from (families/variants.py)."""
+
+    family = "family"  # the family's own (default)
+    template = "template"  # what the chat template renders before a user's words
+    no_system = "no_system"  # the user turn alone, without any system turn
 
 
 class Thinking(StrEnum):

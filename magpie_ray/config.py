@@ -3,7 +3,8 @@
 Hydra composes `conf/` YAML onto these schemas; everything past `__main__` receives a `Config`
 object, never a DictConfig. Closed choices are `StrEnum`s (in `choices.py`, re-exported here), so
 OmegaConf rejects an unknown value at compose time with the valid ones listed. This module and
-`choices` are the bottom layer: they import nothing else of ours. Checks that need more than a
+`choices` (and `sampling_config`, the generate step's sampling schemas) are the bottom layer: they
+import nothing else of ours. Checks that need more than a
 type live in `validation.py`; model paths are resolved once, by `paths.resolve_paths`, where a
 run starts.
 """
@@ -20,9 +21,17 @@ from .choices import (  # noqa: F401 - re-exported: the schema's closed choices
     IndexKind,
     JudgeTask,
     Mode,
+    PreQuery,
     SanitizerRules,
     Step,
     Thinking,
+)
+from .sampling_config import (  # noqa: F401 - re-exported: generate.* sampling schemas
+    DecodingCell,
+    FollowUpSampling,
+    InstructionSampling,
+    PreferenceSampling,
+    ResponseSampling,
 )
 
 
@@ -48,7 +57,8 @@ class ModelConfig(ModelFields):
     """The generator: an aligned chat model and its template family."""
 
     name: str = "smollm2-135m-instruct"
-    family: str = "smollm2"  # a YAML in magpie_ray/families/shipped/
+    # a YAML in magpie_ray/families/shipped/; null: found from the local tokenizer's template
+    family: str | None = "smollm2"
     max_model_len: int = 4096
     tensor_parallel_size: int = 1
     # Pipeline stages of one engine, across nodes: > 1 runs vLLM's `ray` executor, each engine
@@ -73,78 +83,6 @@ class EngineConfig:
     # ready; a start that takes longer fails like any start failure. Generous: a 405B model
     # read from network storage onto 16 GPUs can take 20 minutes; this catches a hung start.
     start_timeout_s: float = 1800.0
-
-
-@dataclass
-class DecodingCell:
-    """One cell of a decoding grid: instruction sampling settings and their share of the rows."""
-
-    temperature: float = 1.0
-    top_p: float = 1.0
-    min_p: float = 0.0
-    weight: float = 1.0
-
-
-@dataclass
-class InstructionSampling:
-    """Sampling of the user instruction from the pre-query template (reference defaults)."""
-
-    temperature: float = 1.0
-    top_p: float = 1.0
-    min_p: float = 0.0
-    max_tokens: int = 2048
-    stop_at_newline: bool = True  # the reference's "early stopping": one line per instruction
-    # More texts that end an instruction (not a response), after the family's stop strings;
-    # ["assistant"] reproduces the reference, which also cuts any instruction using the word.
-    extra_stop_strings: list[str] = field(default_factory=list)
-    # A decoding grid (the paper's Air / Pro grids): rows are spread over the cells in proportion
-    # to their weights; empty = every row samples with temperature / top_p / min_p above.
-    grid: list[DecodingCell] = field(default_factory=list)
-    # None = the family's default (its YAML keys of the same names).
-    sanitize: bool | None = None  # clean labels, numbering and leaked answers (sanitize.py)
-    # which rules sanitize: ours, or the reference's truncation (sanitize_reference.py)
-    sanitizer: SanitizerRules | None = None
-    banned_first_token_prefixes: list[str] | None = None  # e.g. ["#"]: no markdown header first
-    # "Flaming tokens" (the reference's Qwen2.5-Math script): the first token's logits are
-    # divided by this factor, i.e. it samples at temperature x factor; None = off.
-    flaming_tokens: float | None = None
-
-
-@dataclass
-class FollowUpSampling:
-    """Sampling of follow-up instructions (turns 2..N), apart from the first turn's: the
-    reference samples them at T=1, top_p=1, without sanitizer, first-token ban or grid cell."""
-
-    temperature: float = 1.0
-    top_p: float = 1.0
-    min_p: float = 0.0
-    max_tokens: int | None = None  # None = generate.instruction.max_tokens
-    sanitize: bool = False
-    banned_first_token_prefixes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class ResponseSampling:
-    """Sampling of the assistant response (greedy by default, as the reference)."""
-
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_tokens: int = 4096
-    repetition_penalty: float = 1.0  # vLLM's: > 1 discourages tokens already in prompt or answer
-    # A reasoning model's mode (Qwen3: on/off, DeepSeek-R1: on, gpt-oss: low/medium/high);
-    # None = the family's default. Reasoning goes to `response_reasoning`, never `response`.
-    thinking: Thinking | None = None
-
-
-@dataclass
-class PreferenceSampling:
-    """K more responses per instruction, sampled in one request (n=K, so the prompt is shared),
-    stored as `responses` for preference pairs once a reward model scores them."""
-
-    num_responses: int = 0  # K >= 2 turns it on; 0 = off
-    temperature: float = 0.8  # the reference's
-    top_p: float = 1.0
-    max_tokens: int | None = None  # None = generate.response.max_tokens
 
 
 @dataclass
@@ -464,6 +402,13 @@ class ExportConfig:
 
 
 @dataclass
+class ProbeConfig:
+    """`mode=probe`: instructions sampled from each pre-query variant (steps/generate/probe.py)."""
+
+    samples: int = 64
+
+
+@dataclass
 class Config:
     mode: Mode = Mode.run
     run_name: str = "demo"
@@ -487,6 +432,7 @@ class Config:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     @property
     def run_uri(self) -> str:

@@ -13,7 +13,7 @@ import importlib.util
 import re
 from pathlib import Path
 
-from .config import Config, ModelFields
+from .config import Config, ModelConfig, ModelFields
 
 # A Hugging Face Hub id ("org/name"): only a cluster with Hub access can use one.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -62,4 +62,6 @@ def _resolved(obj):
             new = resolve_model_path(value)
         if new is not value:
             changes[f.name] = new
+    if isinstance(obj, ModelConfig) and not obj.name and obj.path not in (None, "", "???"):
+        changes["name"] = obj.path  # model=local: the rows name the model by its folder
     return dataclasses.replace(obj, **changes) if changes else obj

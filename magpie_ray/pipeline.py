@@ -16,6 +16,7 @@ command resumes a killed job.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -32,6 +33,15 @@ from .steps.generate import generation as generate
 from .storage import RunStore, unwritable
 
 log = logging.getLogger(__name__)
+
+
+def with_found_family(cfg: Config, checked: Preflight) -> Config:
+    """`cfg` with the generator's family preflight found from its tokenizer (model.family
+    unset): the steps and the dataset card use it."""
+    if cfg.model.family is not None or checked.family is None:
+        return cfg
+    log.info("model.family=%s: found from %s's chat template", checked.family, cfg.model.path)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, family=checked.family))
 
 
 def check_doors(cfg: Config) -> None:
@@ -74,6 +84,23 @@ def check(cfg: Config) -> Preflight:
     check_resources(cfg, ray.cluster_resources())
     result.checks.append(f"cluster {where.address}: reachable, and the actor pools fit")
     return result
+
+
+def probe(cfg: Config) -> dict:
+    """`mode=probe`: the generator's preflight checks and the run folder, then
+    `steps/generate/probe.py` in this process (no Ray); returns what it wrote to probe.json."""
+    from .steps.generate.probe import run_probe
+
+    cfg = resolve_paths(cfg)
+    cfg = dataclasses.replace(cfg, steps=["generate"])
+    checked = preflight(cfg)
+    for note in checked.notes:
+        log.info("note: %s", note)
+    cfg = with_found_family(cfg, checked)
+    reason = unwritable(cfg.run_uri)
+    if reason:
+        raise ConfigError(f"output_dir={cfg.output_dir}: {cfg.run_uri} cannot be written: {reason}")
+    return run_probe(cfg)
 
 
 def connect(cfg: Config) -> None:
@@ -162,8 +189,10 @@ def run(cfg: Config, config_yaml: str = "", overrides: list[str] | None = None) 
     `config_yaml` is written into the run folder (and beside the dataset card); `overrides`,
     the command line's, make the card's reproduce command."""
     cfg = resolve_paths(cfg)
-    for note in preflight(cfg).notes:
+    checked = preflight(cfg)
+    for note in checked.notes:
         log.info("note: %s", note)
+    cfg = with_found_family(cfg, checked)
     check_doors(cfg)
     store = RunStore(cfg.run_uri)
     if config_yaml:

@@ -9,6 +9,7 @@ what was checked and the notes worth telling the user (`python -m magpie_ray mod
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ class Preflight:
     checks: list[str] = field(default_factory=list)  # what passed, one line each
     notes: list[str] = field(default_factory=list)  # worth telling the user; not errors
     failed: list[str] = field(default_factory=list)  # mode=check: what a run could not use
+    family: str | None = None  # the generator's family, found from its tokenizer (unset one)
 
 
 def preflight(cfg: Config) -> Preflight:
@@ -76,6 +78,9 @@ def check_generator(cfg: Config, result: Preflight) -> None:
         )
     local = model_source(cfg.model.path) == "local"
     tokenizer = _tokenizer(cfg.model.path, cfg.model.trust_remote_code) if local else None
+    if cfg.model.family is None:
+        result.family = _found_family(cfg, tokenizer, result)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, family=result.family))
     try:
         if tokenizer is None:  # a Hub id: the family alone (its tokenizer is on the cluster)
             from .families.prepare import resolve_family, thinking_mode
@@ -106,6 +111,47 @@ def check_generator(cfg: Config, result: Preflight) -> None:
             f" follow-up and stop ids match its chat template{deviation}"
         )
         result.notes.extend(checked.notes)
+    _check_pre_query(cfg, family, tokenizer, result)
+
+
+def _found_family(cfg: Config, tokenizer, result: Preflight) -> str:
+    """model.family unset: the family that the local tokenizer's chat template matches."""
+    from .families.detect import detect_family
+
+    if tokenizer is None:
+        raise ConfigError(
+            f"model.family is not set and model.path={cfg.model.path} is not a local folder, so"
+            " there is no tokenizer here to find it from: set model.family"
+        )
+    try:
+        name, how = detect_family(tokenizer, cfg.template_dirs)
+    except templates.TemplateError as err:
+        raise ConfigError(f"model.family is not set, and for {cfg.model.path}: {err}") from err
+    result.checks.append(how)
+    return name
+
+
+def _check_pre_query(cfg: Config, family, tokenizer, result: Preflight) -> None:
+    """generate.instruction.pre_query: the variant exists for this family and tokenizer."""
+    import datetime
+
+    from .families.variants import variant_text
+
+    variant = str(cfg.generate.instruction.pre_query)
+    if variant == "family":
+        return
+    if tokenizer is None:
+        result.notes.append(
+            f"generate.instruction.pre_query={variant}: rendered where the model is (a Hub id)"
+        )
+        return
+    text = variant_text(family, tokenizer, variant, datetime.date.today())
+    if text is None:
+        raise ConfigError(
+            f"generate.instruction.pre_query={variant}: family {family.name} has no such"
+            " pre-query (no chat template, no follow-up turn, or harmony): use family"
+        )
+    result.checks.append(f"generate.instruction.pre_query={variant}: {text!r}")
 
 
 def check_responder(cfg: Config, result: Preflight) -> None:

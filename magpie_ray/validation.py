@@ -156,6 +156,8 @@ def validate_static(cfg: Config) -> None:
     problems.extend(filter_problems(cfg.filter))
     for fmt in cfg.export.formats:
         problems += _choice_problem("export.formats", fmt, ExportFormat)
+    if cfg.probe.samples < 1:
+        problems.append(f"probe.samples={cfg.probe.samples}: must be >= 1")
     if cfg.cluster.gpu_hour_usd is not None and cfg.cluster.gpu_hour_usd < 0:
         problems.append(f"cluster.gpu_hour_usd={cfg.cluster.gpu_hour_usd}: must be >= 0")
     if cfg.export.hub_repo is not None:

@@ -47,9 +47,10 @@ def _options(group: str) -> list[str]:
     ],
 )
 def test_every_group_option_composes_onto_the_schema(override):
-    cfg = _compose(override)
+    local = override == "model=local"  # a path of yours; its family found from the tokenizer
+    cfg = _compose(override, *(["model.path=/models/my-chat-model"] if local else []))
     assert isinstance(cfg, Config)
-    assert cfg.model.family and cfg.model.path
+    assert cfg.model.path and (cfg.model.family or (local and cfg.model.family is None))
 
 
 def test_default_is_the_embedded_smollm2_demo():

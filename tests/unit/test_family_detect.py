@@ -76,3 +76,26 @@ def test_a_wrong_family_is_told_which_one_matches():
         "This tokenizer's chat template matches family qwen2.5 (found from the tokenizer,"
         " matching exactly): set model.family=qwen2.5"
     )
+
+
+def test_an_unset_family_is_found_at_preflight():
+    cfg = Config()
+    cfg.model.path = str(CACHE / "models" / "smollm2-135m-instruct")
+    cfg.model.family = None  # model=local, or model.family=null
+    result = Preflight()
+    check_generator(cfg, result)
+    assert result.family == "smollm2"
+    assert "model.family=smollm2: found from the tokenizer, matching exactly" in result.checks
+    hub = Config()
+    hub.model.path, hub.model.family = "Qwen/Qwen2.5-7B-Instruct", None
+    with pytest.raises(ConfigError, match="no tokenizer here to find it from: set model.family"):
+        check_generator(hub, Preflight())
+
+
+def test_a_tokenizer_no_family_matches_lists_what_was_tried():
+    cfg = Config()
+    cfg.model.path = str(CACHE / "tokenizers" / "qwen3")  # Qwen3: three families, unlike
+    cfg.model.family = None
+    with pytest.raises(ConfigError, match="would sample differently") as err:
+        check_generator(cfg, Preflight())
+    assert str(err.value).startswith("model.family is not set, and for ")

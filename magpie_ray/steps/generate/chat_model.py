@@ -19,6 +19,7 @@ from ...engines.tokens import TOKENIZER_LOCK, chat_prompt_ids, encode
 from ...families import harmony, templates
 from ...families.prepare import thinking_mode
 from ...families.reasoning import Reasoned, split_reasoning
+from ...families.variants import variant_text
 
 
 @dataclass
@@ -32,6 +33,7 @@ class ChatModel:
     stop_ids: tuple[int, ...]  # ids that end an instruction
     response_stop_ids: tuple[int, ...]  # ids that end a response
     deviation: str | None = None  # why the default pre-query differs from the chat template
+    pre_query_variant: str = "family"  # generate.instruction.pre_query (families/variants.py)
     # (system-prompt key, date) -> (pre-query text, ids): every row of a key shares them.
     _pre_queries: dict = dataclasses.field(default_factory=dict)
 
@@ -51,6 +53,13 @@ class ChatModel:
                 prompt = self.family.system_prompts[key] if key else None
                 ids = harmony.pre_query_ids(self._effort, today, prompt)
                 text = harmony.decode(ids)
+            elif key is None and self.pre_query_variant != "family":
+                text = variant_text(self.family, self.tokenizer, self.pre_query_variant, today)
+                if text is None:
+                    raise templates.TemplateError(
+                        f"family {self.family.name!r} has no {self.pre_query_variant!r} pre-query"
+                    )
+                ids = encode(self.tokenizer, text)
             else:
                 text = templates.render_pre_query(self.family, key, today)
                 ids = encode(self.tokenizer, text)
@@ -99,6 +108,7 @@ def chat_model(
     max_model_len: int,
     thinking: str | None = None,
     deviation: str | None = None,
+    pre_query: str = "family",
 ) -> ChatModel:
     """`family` on `engine`; `thinking` None = the family's default mode."""
     tokenizer = engine.tokenizer
@@ -120,4 +130,5 @@ def chat_model(
         stop_ids=tuple(stops),
         response_stop_ids=tuple(response_stops),
         deviation=deviation,
+        pre_query_variant=pre_query,
     )

@@ -100,6 +100,7 @@ class GenerateActor:
             s.engine.max_model_len,
             thinking=cfg.response.thinking if responder_family is None else None,
             deviation=checked.deviation,
+            pre_query=str(cfg.instruction.pre_query),
         )
         responder = None
         if responder_family is not None:

@@ -111,7 +111,7 @@ class _Turns:
 RowSteps = Generator[Future, Any, Any]
 
 
-def _sample_instruction(
+def sample_instruction(
     ctx: RowContext,
     prompt: list[int],
     spec: SamplingSpec,
@@ -138,7 +138,7 @@ def _sample_instruction(
     return _Instruction(text, rest.finish_reason, 1 + rest.num_output_tokens)
 
 
-def _clean(sanitize: str | None, raw: str) -> tuple[str, tuple[str, ...] | None]:
+def clean_instruction(sanitize: str | None, raw: str) -> tuple[str, tuple[str, ...] | None]:
     """`raw` sanitized by `sanitize` (a rules variant, None = off), and the rules that fired."""
     if sanitize is None:
         return raw, None
@@ -153,7 +153,7 @@ def generate_row(ctx: RowContext, row: dict) -> RowSteps:
     out = Outcome()
     pre_query, pre_query_ids = gen.pre_query(row["system_prompt_key"], today)
     inst_spec = instruction_specs([row], gen.family, gen.stop_ids, cfg)[0]
-    inst = yield from _sample_instruction(
+    inst = yield from sample_instruction(
         ctx, pre_query_ids, inst_spec, ctx.banned_ids, cfg.instruction.flaming_tokens
     )
     out.output_tokens += inst.num_output_tokens
@@ -161,7 +161,7 @@ def generate_row(ctx: RowContext, row: dict) -> RowSteps:
         out.dropped = dropped_row(row, "instruction_truncated", inst.text)
         return out
     raw = inst.text.strip()
-    instruction, rules = _clean(ctx.sanitize, raw)
+    instruction, rules = clean_instruction(ctx.sanitize, raw)
     if not instruction:
         out.dropped = dropped_row(row, "instruction_empty", inst.text)
         return out
@@ -320,12 +320,12 @@ def _follow_up_turns(
             seed=seed,
             max_tokens=min(fu.max_tokens or cfg.instruction.max_tokens, room),
         )
-        inst = yield from _sample_instruction(ctx, prompt, spec, ctx.follow_up_banned_ids)
+        inst = yield from sample_instruction(ctx, prompt, spec, ctx.follow_up_banned_ids)
         tokens += inst.num_output_tokens
         if inst.finish_reason == "length":
             return "instruction_truncated", tokens
         sanitizer = _sanitizer(gen.family, cfg) if fu.sanitize else None
-        instruction, rules = _clean(sanitizer, inst.text.strip())
+        instruction, rules = clean_instruction(sanitizer, inst.text.strip())
         if not instruction:
             return "instruction_empty", tokens
         messages = [*turns.history, {"role": "user", "content": instruction}]
