@@ -3,12 +3,19 @@
 named one (`checks.validate_against_tokenizer`; gpt-oss's harmony rendering with
 `check_harmony_family`), before any weights load.
 
-A family that renders exactly what the template renders wins over one that matches only through
-its declared deviation (the template differs on purpose: the reference's own pre-query), so a
-tokenizer whose template one family follows exactly gets that family. Families that match and
-would sample alike (the same texts, stops and sampling defaults; only their names and model lists
-differ) are one answer. No match, or matches that would sample differently, raise one
-`TemplateError` that lists what was tried and what matched. Pure: a tokenizer and family files.
+The response side counts too: a family that thinks must find its switch in the template (its
+`template_kwargs` change the generation prompt: Qwen3's `enable_thinking`) or, when its prompt
+opens the reasoning (DeepSeek-R1), a generation prompt that ends with the reasoning's start; a
+family that does not think matches no template that has such a switch or opens a reasoning.
+
+Of the families that match, the first of these kinds that has any wins: those that render the
+template exactly and declare no deviation; those that render it exactly but declare a deviation
+for another template of theirs (Mistral's on Llama 2's template); those that match only through
+their declared deviation (Qwen2: the reference's own pre-query). So a tokenizer whose template
+one family follows exactly gets that family. Families of the winning kind that would sample
+alike (only their names and model lists differ) are one answer; no match, or several that would
+sample differently, raise one `TemplateError` that lists what was tried and what matched. Pure:
+a tokenizer and family files.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .checks import validate_against_tokenizer
-from .templates import Family, TemplateError, list_families, load_family
+from .templates import USER_SENTINEL, Family, TemplateError, list_families, load_family
 
 
 def _signature(family: Family) -> Family:
@@ -27,8 +34,32 @@ def _signature(family: Family) -> Family:
     return dataclasses.replace(family, name="", models=())
 
 
+def _generation_prompt(tokenizer: Any, kwargs: dict) -> str:
+    """What the chat template renders after a user's words, ready for the answer."""
+    messages = [{"role": "user", "content": USER_SENTINEL}]
+    text = tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, **kwargs
+    )
+    return text.split(USER_SENTINEL, 1)[1]
+
+
+def _thinking_fits(family: Family, tokenizer: Any, switches: list[dict]) -> bool:
+    """Whether the template answers in the way the family thinks (or does not)."""
+    plain = _generation_prompt(tokenizer, {})
+    thinking = family.thinking
+    if thinking is None:
+        switched = any(_generation_prompt(tokenizer, kw) != plain for kw in switches)
+        return not switched and not plain.rstrip().endswith("<think>")
+    if thinking.opened_by_prompt:
+        return plain.rstrip().endswith(thinking.start)
+    if thinking.template_kwargs:
+        kwargs = [dict(kw) for kw in thinking.template_kwargs.values()]
+        return any(_generation_prompt(tokenizer, kw) != plain for kw in kwargs)
+    return not plain.rstrip().endswith(thinking.start)
+
+
 def _matches(family: Family, tokenizer: Any) -> bool | None:
-    """None: no match; False: an exact match; True: a match through its declared deviation."""
+    """False: an exact match; True: a match through its declared deviation (raises on none)."""
     if family.renderer == "harmony":
         from .prepare import check_harmony_family
 
@@ -39,36 +70,47 @@ def _matches(family: Family, tokenizer: Any) -> bool | None:
     return checked.deviation is not None
 
 
-def detect_family(tokenizer: Any, template_dirs: Sequence[str | Path] = ()) -> tuple[str, str]:
-    """(the family's name, a line saying how it was found) for `tokenizer`'s chat template."""
+def detect_family(
+    tokenizer: Any,
+    template_dirs: Sequence[str | Path] = (),
+    families: Sequence[Family] | None = None,
+) -> tuple[str, str]:
+    """(the family's name, a line saying how it was found) for `tokenizer`'s chat template;
+    `families`: those to try (default: every shipped one and those in `template_dirs`)."""
+    if families is None:
+        families = [load_family(name, template_dirs) for name in list_families(template_dirs)]
+    tried = [f.name for f in families]
     if not getattr(tokenizer, "chat_template", None):
         raise TemplateError(
             "the tokenizer has no chat template, so its family cannot be found from it: set"
-            f" model.family (one of {', '.join(list_families(template_dirs))})"
+            f" model.family (one of {', '.join(tried)})"
         )
-    tried = list_families(template_dirs)
-    exact, deviating = [], []
-    for name in tried:
-        family = load_family(name, template_dirs)
+    switches = [
+        dict(kw) for f in families if f.thinking for kw in f.thinking.template_kwargs.values()
+    ]
+    kinds: tuple[list, list, list] = ([], [], [])  # exact; exact, deviating elsewhere; deviating
+    for family in families:
         try:
             deviates = _matches(family, tokenizer)
         except TemplateError:
             continue
-        (deviating if deviates else exact).append(family)
-    chosen = exact or deviating
+        if family.renderer != "harmony" and not _thinking_fits(family, tokenizer, switches):
+            continue
+        kinds[2 if deviates else 1 if family.pre_query_deviation else 0].append(family)
+    chosen = next((k for k in kinds if k), [])
     if not chosen:
         raise TemplateError(
             f"no model family matches this tokenizer's chat template (tried {', '.join(tried)});"
             " set model.family, or add a family for it (template_dirs; docs: Model families)"
         )
-    kinds = {_signature(f) for f in chosen}
     names = [f.name for f in chosen]
-    if len(kinds) > 1:
+    if len({_signature(f) for f in chosen}) > 1:
+        matched = [f.name for kind in kinds for f in kind]
         raise TemplateError(
-            f"families {', '.join(names)} all match this tokenizer's chat template but would"
+            f"families {', '.join(matched)} all match this tokenizer's chat template but would"
             " sample differently: set model.family to the one you mean"
             f" (tried {', '.join(tried)})"
         )
-    how = "exactly" if exact else "through its declared deviation"
+    how = "exactly" if chosen is not kinds[2] else "through its declared deviation"
     alike = f" (samples as {', '.join(names[1:])} would)" if len(names) > 1 else ""
     return names[0], f"model.family={names[0]}: found from the tokenizer, matching {how}{alike}"
