@@ -73,6 +73,9 @@ def _probe(cfg: Config) -> None:
     if cfg.quiet:
         console.route_native_stderr(log_file)
         os.environ.update({**console.QUIET_ACTOR_ENV, **cfg.cluster.actor_env})
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # the engine loads its weights here
     print(f"magpie_ray: log file {log_file}", file=sys.stderr)
     result = pipeline.probe(cfg)
     print(format_probe(result))
