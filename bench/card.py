@@ -27,7 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from scale import GIB, Sampler, build, conditions  # noqa: E402
+from scale import GIB, Sampler, built_run, conditions  # noqa: E402
 
 
 def prepare(run_dir: Path, rows: int) -> None:
@@ -93,16 +93,13 @@ def main() -> None:
         return
 
     run_dir = args.work / f"card-{args.rows}"
-    built = run_dir / "built.json"
-    if not built.exists():
-        shutil.rmtree(run_dir, ignore_errors=True)
-        info = build(args.source, args.rows, run_dir, run_dir.name, args.rows_per_part)
-        prepare(run_dir, args.rows)
-        built.write_text(json.dumps(info))
+    built = built_run(
+        args.source, args.rows, run_dir, args.rows_per_part, lambda d: prepare(d, args.rows)
+    )
     record = {
         "conditions": conditions(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "build": json.loads(built.read_text()),
+        "build": built,
         "runs": [],
     }
     print(f"# {record['conditions']}\n# {record['build']}")

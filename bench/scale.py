@@ -126,6 +126,19 @@ def build(source: Path, rows: int, run_dir: Path, run_name: str, rows_per_part: 
     }
 
 
+def built_run(source: Path, rows: int, run_dir: Path, rows_per_part: int, then=None) -> dict:
+    """`build`'s record for run_dir, building it (and calling `then(run_dir)`) only when an
+    earlier build did not finish (its built.json is the mark)."""
+    built = run_dir / "built.json"
+    if not built.exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+        info = build(source, rows, run_dir, run_dir.name, rows_per_part)
+        if then is not None:
+            then(run_dir)
+        built.write_text(json.dumps(info))
+    return json.loads(built.read_text())
+
+
 class Sampler:
     """Peak RSS of this process and of Ray's worker processes, per named phase."""
 
@@ -310,15 +323,10 @@ def main() -> None:
         return
 
     run_dir = args.work / f"scale-{args.rows}"
-    built = run_dir / "built.json"
-    if not built.exists():
-        shutil.rmtree(run_dir, ignore_errors=True)
-        info = build(args.source, args.rows, run_dir, run_dir.name, args.rows_per_part)
-        built.write_text(json.dumps(info))
     record = {
         "conditions": conditions(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "build": json.loads(built.read_text()),
+        "build": built_run(args.source, args.rows, run_dir, args.rows_per_part),
         "runs": [],
     }
     print(f"# {record['conditions']}\n# {record['build']}")
